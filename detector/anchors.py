@@ -1,0 +1,93 @@
+"""Anchor boxes ("default boxes" in the SSD paper), built exactly as Lesson 9 builds them.
+
+For every grid ``g`` in ``grids`` (in the head's output order, e.g. 4x4, 2x2, 1x1) and every cell
+``(row, col)`` of it, in row-major order, there are ``k = len(zooms) * len(ratios)`` anchors,
+ordered zoom-major then ratio (the lesson's ``[(z * rh, z * rw) for z in zooms for rh, rw in ratios]``):
+
+    centre = ((col + 0.5) / g, (row + 0.5) / g)
+    size   = (zoom * rw / g, zoom * rh / g)        # (width, height)
+
+``ratios`` are ``(rh, rw)`` pairs as the lesson writes them (its boxes were (y, x)): ``(1, 0.5)`` is
+a tall anchor, ``(0.5, 1)`` a wide one. This order is the order in which the head flattens its conv
+outputs ``(B, k*C, H, W) -> (B, H*W*k, C)``, so anchor ``a`` and output row ``a`` always belong together.
+
+With the lesson's grids ``[4, 2, 1]``, zooms ``[0.75, 1.0, 1.3]`` and ratios
+``[(1, 1), (1, 0.5), (0.5, 1)]``: k = 9 and 9 * (16 + 4 + 1) = 189 anchors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from detector.boxes import cxcywh_to_xyxy
+
+__all__ = ["Anchors", "make_anchors", "anchors_per_cell"]
+
+
+def anchors_per_cell(zooms: Sequence[float], ratios: Sequence[Sequence[float]]) -> int:
+    """k, the number of anchors in each grid cell."""
+    return len(zooms) * len(ratios)
+
+
+@dataclass(frozen=True)
+class Anchors:
+    """An anchor set and what the box coders need to know about it.
+
+    Attributes:
+        cxcywh: ``(A, 4)`` centres and sizes in ``[0, 1]`` image units.
+        cell_size: ``(A, 1)`` the side ``1 / g`` of the grid cell each anchor sits in (the lesson's
+            ``grid_sizes``); the tanh coder moves a centre by at most half of it.
+        grids: the grid sides, in order.
+        k: anchors per cell.
+    """
+
+    cxcywh: Tensor
+    cell_size: Tensor
+    grids: tuple[int, ...]
+    k: int
+
+    @property
+    def xyxy(self) -> Tensor:
+        """``(A, 4)`` corners (the lesson's ``anchor_cnr``)."""
+        return cxcywh_to_xyxy(self.cxcywh)
+
+    def __len__(self) -> int:
+        return self.cxcywh.shape[0]
+
+    def to(self, device: torch.device | str) -> "Anchors":
+        return Anchors(self.cxcywh.to(device), self.cell_size.to(device), self.grids, self.k)
+
+
+def make_anchors(
+    grids: Sequence[int] = (4, 2, 1),
+    zooms: Sequence[float] = (0.75, 1.0, 1.3),
+    ratios: Sequence[Sequence[float]] = ((1.0, 1.0), (1.0, 0.5), (0.5, 1.0)),
+) -> Anchors:
+    """Build the anchors for ``grids`` x ``zooms`` x ``ratios`` in the head's output order.
+
+    Returns:
+        :class:`Anchors` with ``A = k * sum(g * g for g in grids)`` rows.
+    """
+    if not grids or not zooms or not ratios:
+        raise ValueError(f"anchors need at least one grid, zoom and ratio; got {grids=}, {zooms=}, {ratios=}")
+    if any(len(r) != 2 for r in ratios):
+        raise ValueError(f"each ratio must be an (rh, rw) pair; got {ratios=}")
+    # (k, 2) anchor (width, height) in cell units, zoom-major then ratio, as the lesson orders them.
+    scales = torch.tensor([[z * rw, z * rh] for z in zooms for rh, rw in ratios], dtype=torch.float32)
+    k = scales.shape[0]
+    centres, sizes, cells = [], [], []
+    for g in grids:
+        if g < 1:
+            raise ValueError(f"grid sides must be >= 1; got {grids=}")
+        ticks = (torch.arange(g, dtype=torch.float32) + 0.5) / g  # (g,)
+        cy, cx = torch.meshgrid(ticks, ticks, indexing="ij")  # (g, g) each, row-major
+        ctr = torch.stack([cx.reshape(-1), cy.reshape(-1)], dim=1)  # (g*g, 2)
+        centres.append(ctr.repeat_interleave(k, dim=0))  # (g*g*k, 2)
+        sizes.append((scales / g).repeat(g * g, 1))  # (g*g*k, 2)
+        cells.append(torch.full((g * g * k, 1), 1.0 / g))  # (g*g*k, 1)
+    cxcywh = torch.cat([torch.cat(centres), torch.cat(sizes)], dim=1)  # (A, 4)
+    return Anchors(cxcywh=cxcywh, cell_size=torch.cat(cells), grids=tuple(int(g) for g in grids), k=k)
