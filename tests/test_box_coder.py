@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from detector.anchors import make_anchors
+from detector.box_coder import SSDCoder, TanhCoder, make_box_coder
+from detector.boxes import xyxy_to_cxcywh
+from reference import actn_to_bb
+
+
+@pytest.fixture
+def anchors():
+    return make_anchors()  # the lesson's 189
+
+
+def test_make_box_coder_by_name():
+    assert isinstance(make_box_coder("tanh"), TanhCoder)
+    assert isinstance(make_box_coder("ssd"), SSDCoder)
+    coder = SSDCoder(center_variance=0.2)
+    assert make_box_coder(coder) is coder
+    with pytest.raises(ValueError, match="unknown box coder 'yolo'"):
+        make_box_coder("yolo")
+
+
+def test_tanh_zero_activation_is_the_anchor(anchors):
+    boxes = TanhCoder().decode(torch.zeros(2, len(anchors), 4), anchors)
+    torch.testing.assert_close(boxes, anchors.xyxy.expand(2, -1, -1))
+
+
+def test_tanh_bounds_half_a_cell_and_half_to_one_and_a_half(anchors):
+    coder = TanhCoder()
+    big = torch.full((len(anchors), 4), 50.0)  # tanh = 1 in float32
+    for sign in (1.0, -1.0):
+        got = xyxy_to_cxcywh(coder.decode(sign * big, anchors))
+        shift = sign * anchors.cell_size / 2  # (A, 1)
+        torch.testing.assert_close(got[:, :2], anchors.cxcywh[:, :2] + shift)
+        torch.testing.assert_close(got[:, 2:], anchors.cxcywh[:, 2:] * (1 + sign / 2))
+    # Random activations never leave those bounds.
+    got = xyxy_to_cxcywh(coder.decode(5 * torch.randn(3, len(anchors), 4), anchors))
+    moved = (got[..., :2] - anchors.cxcywh[:, :2]).abs()
+    assert (moved <= anchors.cell_size / 2 + 1e-6).all()
+    scale = got[..., 2:] / anchors.cxcywh[:, 2:]
+    assert (scale >= 0.5 - 1e-6).all() and (scale <= 1.5 + 1e-6).all()
+
+
+def test_tanh_matches_the_lesson_port(anchors):
+    deltas = torch.randn(4, len(anchors), 4, dtype=torch.float64)
+    got = TanhCoder().decode(deltas, anchors)
+    for b in range(4):
+        torch.testing.assert_close(got[b], actn_to_bb(deltas[b], anchors), rtol=0, atol=1e-12)
+
+
+def test_tanh_loc_loss_is_l1_on_decoded_boxes(anchors):
+    coder = TanhCoder()
+    deltas = torch.randn(2, len(anchors), 4)
+    target = anchors.xyxy + 0.01
+    torch.testing.assert_close(coder.loc_loss(deltas, target, anchors), (coder.decode(deltas, anchors) - target).abs())
+
+
+def test_ssd_encode_by_hand():
+    anchors = make_anchors(grids=(1,), zooms=(0.5,), ratios=((1.0, 1.0),))  # one box: centre 0.5, side 0.5
+    box = torch.tensor([[[0.3, 0.2, 0.9, 1.0]]])  # centre (0.6, 0.6), size (0.6, 0.8)
+    got = SSDCoder().encode(box, anchors)
+    want = torch.tensor([[[0.1 / 0.5 / 0.1, 0.1 / 0.5 / 0.1, math.log(0.6 / 0.5) / 0.2, math.log(0.8 / 0.5) / 0.2]]])
+    torch.testing.assert_close(got, want)
+
+
+def test_ssd_round_trips(anchors):
+    coder = SSDCoder()
+    boxes = xyxy_to_cxcywh(anchors.xyxy).expand(3, -1, -1).clone()
+    boxes[..., :2] += 0.05 * torch.randn(3, len(anchors), 2)
+    boxes[..., 2:] *= torch.empty(3, len(anchors), 2).uniform_(0.3, 3.0)
+    boxes = torch.cat([boxes[..., :2] - boxes[..., 2:] / 2, boxes[..., :2] + boxes[..., 2:] / 2], dim=-1)
+    torch.testing.assert_close(coder.decode(coder.encode(boxes, anchors), anchors), boxes)
+    deltas = torch.randn(3, len(anchors), 4)
+    torch.testing.assert_close(coder.encode(coder.decode(deltas, anchors), anchors), deltas, rtol=1e-4, atol=1e-4)
+
+
+def test_ssd_decode_clamps_the_log_size(anchors):
+    coder = SSDCoder()
+    boxes = coder.decode(torch.full((1, len(anchors), 4), 1e4), anchors)
+    assert torch.isfinite(boxes).all()
+    width = boxes[..., 2] - boxes[..., 0]
+    torch.testing.assert_close(width / anchors.cxcywh[:, 2], torch.full_like(width, 1000 / 16))
+
+
+def test_ssd_loc_loss_is_smooth_l1_on_encoded_deltas(anchors):
+    coder = SSDCoder()
+    target = anchors.xyxy.expand(2, -1, -1) * 0.9 + 0.05
+    encoded = coder.encode(target, anchors)
+    assert coder.loc_loss(encoded, target, anchors).abs().max() < 1e-6
+    deltas = torch.randn(2, len(anchors), 4)
+    want = F.smooth_l1_loss(deltas, encoded, reduction="none")
+    torch.testing.assert_close(coder.loc_loss(deltas, target, anchors), want)
+    # Hand-computed: a delta 0.5 off is quadratic (0.5 * 0.5**2 = 0.125), 3 off is linear (3 - 0.5 = 2.5).
+    off = encoded + torch.tensor([0.5, -3.0, 0.0, 0.0])
+    torch.testing.assert_close(coder.loc_loss(off, target, anchors)[0, 0], torch.tensor([0.125, 2.5, 0.0, 0.0]))
+
+
+def test_wrong_shape_fails_loudly(anchors):
+    with pytest.raises(ValueError, match="A=189"):
+        TanhCoder().decode(torch.zeros(2, 16, 4), anchors)

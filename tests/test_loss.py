@@ -1,0 +1,141 @@
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torchvision.ops import sigmoid_focal_loss
+
+from detector.anchors import make_anchors
+from detector.box_coder import SSDCoder
+from detector.loss import SSDLoss
+from detector.matching import match
+from reference import random_targets, ssd_loss
+
+C = 20
+
+
+def _batch(seed: int, counts: list[int] | None = None, anchors=None, dtype=torch.float64):
+    gen = torch.Generator().manual_seed(seed)
+    anchors = anchors or make_anchors()
+    if counts is None:
+        counts = torch.randint(0, 21, (6,), generator=gen).tolist()
+        counts[1] = 0  # always one image without objects
+    boxes, labels = random_targets(counts, C, gen, dtype)
+    B, A = len(counts), len(anchors)
+    cls_logits = (2 * torch.randn(B, A, C, generator=gen, dtype=dtype) - 2).requires_grad_()
+    box_deltas = torch.randn(B, A, 4, generator=gen, dtype=dtype).requires_grad_()
+    return cls_logits, box_deltas, anchors, boxes, labels
+
+
+def _grads(terms: dict, cls_logits, box_deltas):
+    return torch.autograd.grad(terms["loss"], (cls_logits, box_deltas))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("reduction", ["mean", "lesson_sum"])
+@pytest.mark.parametrize("focal,gamma", [(True, 2.0), (True, 1.0), (False, 2.0)])
+def test_batched_loss_and_gradients_equal_the_lesson_loop(seed, reduction, focal, gamma):
+    cls_logits, box_deltas, anchors, boxes, labels = _batch(seed)
+    got = SSDLoss(focal=focal, gamma=gamma, reduction=reduction)(cls_logits, box_deltas, anchors, boxes, labels)
+    want = ssd_loss(cls_logits, box_deltas, boxes, labels, anchors, reduction=reduction, focal=focal, gamma=gamma)
+    for name in ("loc", "cls", "loss"):
+        torch.testing.assert_close(got[name], want[name], rtol=0, atol=1e-5)
+    for g, w in zip(_grads(got, cls_logits, box_deltas), _grads(want, cls_logits, box_deltas)):
+        torch.testing.assert_close(g, w, rtol=0, atol=1e-5)
+        assert g.abs().sum() > 0
+
+
+def test_dense_anchors_and_float32_equal_the_lesson_loop():
+    anchors = make_anchors(grids=(8, 4, 2, 1))
+    cls_logits, box_deltas, _, boxes, labels = _batch(5, anchors=anchors, dtype=torch.float32)
+    got = SSDLoss()(cls_logits, box_deltas, anchors, boxes, labels)
+    want = ssd_loss(cls_logits, box_deltas, boxes, labels, anchors, reduction="mean")
+    torch.testing.assert_close(got["loss"], want["loss"], rtol=1e-5, atol=1e-5)
+    for g, w in zip(_grads(got, cls_logits, box_deltas), _grads(want, cls_logits, box_deltas)):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)
+
+
+def test_focal_terms_by_hand():
+    # p = sigmoid(x); pt = p if t else 1 - p; term = (a t + (1 - a)(1 - t)) (1 - pt)^2 * -log(pt), a = 0.25.
+    x = torch.tensor([0.0, 1.0986123, -1.0986123, 0.0], requires_grad=True)  # p = 0.5, 0.75, 0.25, 0.5
+    t = torch.tensor([1.0, 0.0, 1.0, 0.0])
+    got = sigmoid_focal_loss(x, t, alpha=0.25, gamma=2, reduction="none")
+    want = torch.tensor([
+        0.25 * 0.25 * 0.6931472,  # t=1, pt=.5:  0.0433217
+        0.75 * 0.5625 * 1.3862944,  # t=0, pt=.25: 0.5848430
+        0.25 * 0.5625 * 1.3862944,  # t=1, pt=.25: 0.1949477
+        0.75 * 0.25 * 0.6931472,  # t=0, pt=.5:  0.1299651
+    ])
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    # The weight is in the graph, as in the lesson: at x = 0, t = 1,
+    # d/dx [a (1-p)^2 (-log p)] = a (1-p)^2 (2 p log p - (1 - p)) = 0.0625 * (-0.6931472 - 0.5) = -0.0745717;
+    # a detached weight would give a (1-p)^2 * (p - 1) = -0.03125.
+    (grad,) = torch.autograd.grad(got[0], x)
+    torch.testing.assert_close(grad[0], torch.tensor(-0.0745717), rtol=1e-5, atol=1e-6)
+
+
+def test_focal_cls_term_of_one_anchor_by_hand():
+    anchors = make_anchors(grids=(1,), zooms=(1.0,), ratios=((1.0, 1.0),))  # one anchor, the whole image
+    boxes, labels = torch.tensor([[[0.0, 0.0, 1.0, 1.0]]]), torch.tensor([[1]])
+    cls_logits = torch.tensor([[[1.0986123, 0.0]]])  # C = 2: p = 0.75 on class 0 (t=0), 0.5 on class 1 (t=1)
+    terms = SSDLoss()(cls_logits, torch.zeros(1, 1, 4), anchors, boxes, labels)
+    torch.testing.assert_close(terms["cls"], torch.tensor((0.5848430 + 0.0433217) / 2), rtol=1e-5, atol=1e-6)
+    assert terms["loc"] == 0  # zero activations decode to the anchor, which is the ground truth
+    plain = SSDLoss(focal=False)(cls_logits, torch.zeros(1, 1, 4), anchors, boxes, labels)
+    torch.testing.assert_close(plain["cls"], torch.tensor((1.3862944 + 0.6931472) / 2), rtol=1e-5, atol=1e-6)
+
+
+def test_mean_does_not_change_with_batch_size_lesson_sum_does():
+    cls_logits, box_deltas, anchors, boxes, labels = _batch(3)
+    twice = [torch.cat([x, x]) for x in (cls_logits, box_deltas, boxes, labels)]
+    for reduction, factor in (("mean", 1.0), ("lesson_sum", 2.0)):
+        loss = SSDLoss(reduction=reduction)
+        once = loss(cls_logits, box_deltas, anchors, boxes, labels)
+        double = loss(twice[0], twice[1], anchors, twice[2], twice[3])
+        for name in ("loc", "cls"):
+            torch.testing.assert_close(double[name], factor * once[name])
+
+
+def test_images_without_objects_give_zero_loc_and_finite_gradients():
+    cls_logits, box_deltas, anchors, boxes, labels = _batch(4, counts=[0, 0, 0])
+    terms = SSDLoss()(cls_logits, box_deltas, anchors, boxes, labels)
+    assert terms["loc"] == 0
+    want_cls = F.binary_cross_entropy_with_logits(cls_logits, torch.zeros_like(cls_logits), reduction="none")
+    want_cls = (want_cls * (0.75 * torch.sigmoid(cls_logits) ** 2)).sum() / C / 3  # all t = 0: pt = 1 - p
+    torch.testing.assert_close(terms["cls"], want_cls)
+    cls_grad, box_grad = _grads(terms, cls_logits, box_deltas)
+    assert torch.isfinite(cls_grad).all() and (box_grad == 0).all()
+    # M = 0: no padding column at all.
+    no_boxes, no_labels = torch.zeros(3, 0, 4, dtype=torch.float64), torch.zeros(3, 0, dtype=torch.long)
+    empty = SSDLoss()(cls_logits, box_deltas, anchors, no_boxes, no_labels)
+    torch.testing.assert_close(empty["loss"], terms["loss"])
+
+
+def test_weights_combine_in_one_place():
+    cls_logits, box_deltas, anchors, boxes, labels = _batch(6)
+    terms = SSDLoss(loc_weight=3.0, cls_weight=0.5)(cls_logits, box_deltas, anchors, boxes, labels)
+    torch.testing.assert_close(terms["loss"], 3.0 * terms["loc"] + 0.5 * terms["cls"])
+
+
+def test_ssd_coder_loc_is_smooth_l1_on_encoded_deltas_of_positives():
+    cls_logits, box_deltas, anchors, boxes, labels = _batch(7)
+    terms = SSDLoss(coder="ssd")(cls_logits, box_deltas, anchors, boxes, labels)
+    targets = match(anchors, boxes, labels)
+    coder, per_image = SSDCoder(), []
+    for b in range(len(boxes)):
+        pos = targets.positive[b]
+        if pos.any():
+            encoded = coder.encode(targets.target_boxes[b][None], anchors)[0]  # background rows are nan/inf
+            per_image.append(F.smooth_l1_loss(box_deltas[b][pos], encoded[pos]))
+    torch.testing.assert_close(terms["loc"], sum(per_image) / len(per_image))
+    assert all(torch.isfinite(g).all() for g in _grads(terms, cls_logits, box_deltas))
+
+
+def test_bad_inputs_fail_loudly():
+    cls_logits, box_deltas, anchors, boxes, labels = _batch(8, counts=[2, 1])
+    with pytest.raises(ValueError, match="A = 189"):
+        SSDLoss()(cls_logits[:, :16], box_deltas[:, :16], anchors, boxes, labels)
+    with pytest.raises(ValueError, match="labels must be < C"):
+        SSDLoss()(cls_logits, box_deltas, anchors, boxes, labels.clamp(min=0) + C)
+    with pytest.raises(ValueError, match="reduction"):
+        SSDLoss(reduction="sum")

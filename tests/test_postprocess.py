@@ -1,0 +1,139 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from detector.anchors import make_anchors
+from detector.box_coder import SSDCoder
+from detector.postprocess import postprocess, to_pixels
+from reference import postprocess as reference_postprocess
+
+C = 20
+
+
+def _activations(seed: int, B: int = 4, anchors=None, mean: float = -6.0):
+    """Logits ~ N(mean, 1.5): with mean -6, a few hundred (anchor, class) pairs per image pass 0.01."""
+    gen = torch.Generator().manual_seed(seed)
+    anchors = anchors or make_anchors()
+    cls_logits = mean + 1.5 * torch.randn(B, len(anchors), C, generator=gen)
+    box_deltas = torch.randn(B, len(anchors), 4, generator=gen)
+    return cls_logits, box_deltas, anchors
+
+
+def _assert_same(got, want):
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert g["labels"].dtype == torch.long and g["boxes"].shape == (len(g["scores"]), 4)
+        torch.testing.assert_close(g["scores"], w["scores"], rtol=0, atol=0)
+        assert torch.equal(g["labels"], w["labels"])
+        torch.testing.assert_close(g["boxes"], w["boxes"], rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize(
+    "score_threshold,topk_per_class,max_per_image",
+    [(0.01, 50, 100), (0.25, 50, 100), (0.01, 3, 100), (0.01, 50, 10)],
+)
+def test_batched_equals_the_lesson_loop(seed, score_threshold, topk_per_class, max_per_image):
+    # ~650 candidates per image at 0.01 (batched_nms's per-class path, > 1,000 boxes in all);
+    # ~100 per image at 0.25 (its single-call coordinate-offset path, < 1,000 boxes).
+    cls_logits, box_deltas, anchors = _activations(seed, mean=-6.0 if score_threshold < 0.1 else -4.0)
+    kwargs = dict(
+        score_threshold=score_threshold, iou_threshold=0.4, topk_per_class=topk_per_class, max_per_image=max_per_image
+    )
+    got = postprocess(cls_logits, box_deltas, anchors, **kwargs)
+    want = reference_postprocess(cls_logits, box_deltas, anchors, **kwargs)
+    _assert_same(got, want)
+    assert sum(len(d["scores"]) for d in got) > 4  # the comparison is not between empty lists
+
+
+def test_many_candidates_equal_the_lesson_loop():
+    # Dense anchors, ~10,000 candidates per image: top-k and the per-image cap both bite.
+    cls_logits, box_deltas, anchors = _activations(3, B=8, anchors=make_anchors(grids=(8, 4, 2, 1)), mean=-4.0)
+    got = postprocess(cls_logits, box_deltas, anchors, max_per_image=300)
+    _assert_same(got, reference_postprocess(cls_logits, box_deltas, anchors, max_per_image=300))
+
+
+def test_detections_are_sorted_clipped_and_capped():
+    cls_logits, box_deltas, anchors = _activations(4, mean=-3.0)
+    for det in postprocess(cls_logits, 3 * box_deltas, anchors, max_per_image=30):
+        assert len(det["scores"]) == 30
+        assert (det["scores"][:-1] >= det["scores"][1:]).all()
+        assert (det["boxes"] >= 0).all() and (det["boxes"] <= 1).all()
+        assert ((det["labels"] >= 0) & (det["labels"] < C)).all()
+
+
+def _three_boxes(topk_per_class: int):
+    """Class 2 fires on anchors 3 (0.9), 0 (0.8) and 180 (0.7): 0 and 3 overlap (IoU 0.5625), 180 is apart."""
+    anchors = make_anchors()
+    cls_logits = torch.full((1, len(anchors), C), -20.0)
+    for anchor, p in ((3, 0.9), (0, 0.8), (180, 0.7)):
+        cls_logits[0, anchor, 2] = torch.logit(torch.tensor(p))
+    return postprocess(cls_logits, torch.zeros(1, len(anchors), 4), anchors, topk_per_class=topk_per_class)[0], anchors
+
+
+def test_nms_suppresses_and_top_k_is_taken_before_suppression():
+    det, anchors = _three_boxes(topk_per_class=3)
+    torch.testing.assert_close(det["scores"], torch.tensor([0.9, 0.7]))
+    torch.testing.assert_close(det["boxes"], anchors.xyxy[[3, 180]].clamp(0, 1))
+    assert det["labels"].tolist() == [2, 2]
+    # Top 2 before NMS = anchors 3 and 0; NMS then removes 0, and anchor 180 never was a candidate.
+    det, _ = _three_boxes(topk_per_class=2)
+    torch.testing.assert_close(det["scores"], torch.tensor([0.9]))
+
+
+def test_nms_is_per_class_and_per_image():
+    anchors = make_anchors()
+    cls_logits = torch.full((2, len(anchors), C), -20.0)
+    cls_logits[:, 3, 2] = 2.0  # both images, class 2, anchor 3
+    cls_logits[:, 0, 5] = 1.0  # overlaps anchor 3 but is class 5: kept
+    dets = postprocess(cls_logits, torch.zeros(2, len(anchors), 4), anchors)
+    for det in dets:
+        assert det["labels"].tolist() == [2, 5]
+
+
+def test_nms_decisions_near_the_threshold_are_exact_in_the_last_group():
+    # Two boxes with IoU 0.39998 (both kept) in image 63, class 19: torchvision's coordinate offset for
+    # that group is ~2,000, where float32 coordinates round by ~6e-5, enough to suppress one.
+    anchors, coder = make_anchors(), SSDCoder()
+    wanted = torch.tensor([[0.1, 0.1, 0.6, 0.6], [0.1, 0.1, 0.6, 0.29999]])  # inside: IoU = 0.19999 / 0.5
+    box_deltas = torch.zeros(64, len(anchors), 4)
+    box_deltas[63, :2] = coder.encode(torch.cat([wanted, anchors.xyxy[2:]])[None], anchors)[0, :2]
+    cls_logits = torch.full((64, len(anchors), C), -20.0)
+    cls_logits[63, :2, 19] = torch.tensor([2.0, 1.0])
+    dets = postprocess(cls_logits, box_deltas, anchors, coder="ssd")
+    assert [len(d["scores"]) for d in dets] == [0] * 63 + [2]
+    torch.testing.assert_close(dets[63]["boxes"], wanted)
+
+
+def test_nothing_above_the_threshold_gives_empty_detections():
+    cls_logits, box_deltas, anchors = _activations(5, B=2, mean=-30.0)
+    for det in postprocess(cls_logits, box_deltas, anchors):
+        assert det["boxes"].shape == (0, 4) and det["scores"].shape == (0,) and det["labels"].dtype == torch.long
+
+
+def test_ssd_coder_is_selectable():
+    cls_logits, box_deltas, anchors = _activations(6, B=2)
+    dets = postprocess(cls_logits, torch.zeros_like(box_deltas), anchors, coder="ssd")
+    tanh = postprocess(cls_logits, torch.zeros_like(box_deltas), anchors, coder="tanh")
+    for d, t in zip(dets, tanh):  # zero activations decode to the anchors with either coder
+        torch.testing.assert_close(d["boxes"], t["boxes"])
+
+
+def test_to_pixels_by_hand():
+    dets = [
+        {"boxes": torch.tensor([[0.1, 0.2, 0.5, 1.0]]), "scores": torch.tensor([0.9]), "labels": torch.tensor([3])},
+        {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long)},
+    ]
+    out = to_pixels(dets, [(375, 500), (333, 500)])  # (height, width)
+    torch.testing.assert_close(out[0]["boxes"], torch.tensor([[50.0, 75.0, 250.0, 375.0]]))
+    assert out[0]["labels"].tolist() == [3] and out[1]["boxes"].shape == (0, 4)
+    assert dets[0]["boxes"][0, 0] == 0.1  # the input is left alone
+    with pytest.raises(ValueError, match="height, width"):
+        to_pixels(dets, torch.tensor([[375, 500]]))
+
+
+def test_bad_shapes_fail_loudly():
+    cls_logits, box_deltas, anchors = _activations(7, B=2)
+    with pytest.raises(ValueError, match="A = 189"):
+        postprocess(cls_logits[:, :16], box_deltas[:, :16], anchors)
