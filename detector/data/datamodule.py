@@ -1,0 +1,258 @@
+"""Batches: the dataset, the collate function, the epoch-seeded sampler and the LightningDataModule.
+
+A batch (what every DataLoader here yields) is a dict; B images, M = the batch's largest object
+count (possibly 0):
+
+    images     (B, 3, S, S) float32, normalised with the backbone's mean / std
+    boxes      (B, M, 4)    float32 xyxy in [0, 1]
+    labels     (B, M)       int64 in 0..C-1, -1 marking padding
+    difficult  (B, M)       bool
+    image_ids  (B,)         int64, the JSON's image ids
+    sizes      (B, 2)       int64 original (height, width) in pixels, to map predictions back
+
+Reproducibility: each sample's augmentation is a deterministic function of (seed, epoch, index)
+(:func:`sample_seed`), however many workers there are. The train loader's :class:`EpochSampler`
+yields ``(epoch, index)`` pairs, so the epoch travels with every index into whichever worker
+process loads it (persistent workers hold their own copy of the dataset, so setting an attribute
+on the main process's copy would not reach them). Lightning calls ``sampler.set_epoch(epoch)`` at
+the start of every training epoch, a resumed one included, and the shuffle order is seeded by
+(seed, epoch) as well: a run resumed at epoch e sees the same order and the same augmentation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator, Literal, Optional
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor
+from torch.nn.utils.rnn import pad_sequence
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from detector.data.image import ImageDecodeError, load_image, reduced_size
+from detector.data.records import BadRecordError, LoadedSplit, OnBadRecord, load_records, read_class_names
+from detector.data.transforms import IMAGENET_MEAN, IMAGENET_STD, AugmentPreset, DetectionTransform
+
+__all__ = ["DetectionDataModule", "DetectionDataset", "EpochSampler", "collate_detections", "sample_seed"]
+
+Split = Literal["train", "val", "test"]
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The augmentation seed of sample ``index`` in ``epoch`` of a run seeded with ``seed``."""
+    return int(np.random.SeedSequence(seed, spawn_key=(1, epoch, index)).generate_state(1)[0])
+
+
+class EpochSampler(Sampler[tuple[int, int]]):
+    """Yields ``(epoch, index)`` for every index of a dataset of ``length``, shuffled by (seed, epoch).
+
+    Lightning calls :meth:`set_epoch` at the start of each training epoch.
+    """
+
+    def __init__(self, length: int, seed: int = 0):
+        self.length, self.seed, self.epoch = length, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(0, self.epoch)))
+        return iter([(self.epoch, int(i)) for i in rng.permutation(self.length)])
+
+    def __len__(self) -> int:
+        return self.length
+
+
+class DetectionDataset(Dataset):
+    """Decodes and transforms the images of a :class:`LoadedSplit`.
+
+    ``dataset[i]`` uses the epoch of :meth:`set_epoch`; ``dataset[(epoch, i)]`` (what
+    :class:`EpochSampler` yields) names the epoch itself. A sample is a dict:
+    ``image (3, S, S)`` float32; ``boxes (m, 4)`` float32 xyxy in [0, 1]; ``labels (m,)`` int64;
+    ``difficult (m,)`` bool; ``image_id`` int; ``size`` (height, width) of the original image.
+    """
+
+    def __init__(self, split: LoadedSplit, transform: DetectionTransform, seed: int = 0):
+        self.split, self.transform, self.seed, self.epoch = split, transform, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.split.records)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
+        record = self.split.records[index]
+        where = f"{self.split.json_path}: image id {record.image_id}"
+        try:
+            # Large JPEGs decode at a reduced scale that still covers the output size (see load_image).
+            image = load_image(record.path, min_side=self.transform.size)
+        except ImageDecodeError as e:
+            raise BadRecordError(f"{where}: {e}") from e
+        height, width = image.shape[:2]
+        full = (record.width, record.height)
+        if (width, height) not in (full, reduced_size(full, self.transform.size)):
+            raise BadRecordError(
+                f"{where} ({record.path}): decoded as {width} x {height} (width x height), "
+                f"the JSON says {record.width} x {record.height}"
+            )
+        boxes = record.boxes
+        if (width, height) != full:
+            boxes = boxes * np.array([width / record.width, height / record.height] * 2, dtype=np.float32)  # (n, 4)
+        out = self.transform(image, boxes, sample_seed(self.seed, epoch, index))
+        return {
+            "image": out.image,
+            "boxes": out.boxes,
+            "labels": torch.from_numpy(record.labels[out.keep]),
+            "difficult": torch.from_numpy(record.difficult[out.keep]),
+            "image_id": record.image_id,
+            "size": (record.height, record.width),
+        }
+
+
+def collate_detections(samples: list[dict[str, Any]]) -> dict[str, Tensor]:
+    """Stack images and pad the per-image objects to the batch's largest count M (see the module doc)."""
+    return {
+        "images": torch.stack([s["image"] for s in samples]),  # (B, 3, S, S)
+        "boxes": pad_sequence([s["boxes"] for s in samples], batch_first=True, padding_value=0.0),  # (B, M, 4)
+        "labels": pad_sequence([s["labels"] for s in samples], batch_first=True, padding_value=-1),  # (B, M)
+        "difficult": pad_sequence([s["difficult"] for s in samples], batch_first=True, padding_value=False),  # (B, M)
+        "image_ids": torch.tensor([s["image_id"] for s in samples], dtype=torch.int64),  # (B,)
+        "sizes": torch.tensor([s["size"] for s in samples], dtype=torch.int64).reshape(-1, 2),  # (B, 2)
+    }
+
+
+class DetectionDataModule(L.LightningDataModule):
+    """COCO-format JSON splits + one image folder -> train / val / test / predict loaders.
+
+    Args:
+        image_dir: the folder that the JSONs' relative ``file_name``s resolve against (the course's
+            ``JPEGImages``).
+        train_json, val_json, test_json: COCO-format detection JSONs; each is needed only by the
+            stages that use it (fit: train, and val if given; validate: val; test: test;
+            predict: test, else val).
+        image_size: side S of the square network input.
+        batch_size: images per batch; the train loader drops the last incomplete batch when the
+            split is larger than one batch (BatchNorm on the 1x1 grid cannot take a batch of 1).
+        num_workers, persistent_workers, pin_memory: as ``torch.utils.data.DataLoader``
+            (persistent workers only when ``num_workers > 0``).
+        train_augment: augmentation preset of the train split (``detector.data.transforms``);
+            the other splits are only resized.
+        mean, std: the backbone's per-channel input statistics, for pixels in [0, 1].
+        on_bad_record: ``"error"`` or ``"skip"`` (see ``detector.data.records``).
+        seed: base seed of the shuffle order and of every sample's augmentation.
+        generate: ``"shapes"`` writes the synthetic shapes dataset into the folder of
+            ``train_json`` in ``prepare_data`` when it is not there yet.
+    """
+
+    def __init__(
+        self,
+        image_dir: str,
+        train_json: Optional[str] = None,
+        val_json: Optional[str] = None,
+        test_json: Optional[str] = None,
+        image_size: int = 224,
+        batch_size: int = 64,
+        num_workers: int = 2,
+        persistent_workers: bool = True,
+        pin_memory: bool = False,
+        train_augment: AugmentPreset = "lesson",
+        mean: tuple[float, float, float] = IMAGENET_MEAN,
+        std: tuple[float, float, float] = IMAGENET_STD,
+        on_bad_record: OnBadRecord = "error",
+        seed: int = 0,
+        generate: Optional[Literal["shapes"]] = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.jsons: dict[Split, Optional[str]] = {"train": train_json, "val": val_json, "test": test_json}
+        self.splits: dict[Split, LoadedSplit] = {}
+        self.class_names, self.class_names_from = self._read_class_names()
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def _read_class_names(self) -> tuple[list[str], str]:
+        for path in self.jsons.values():
+            if path is not None and Path(path).is_file():
+                return read_class_names(path), path
+        if self.hparams.generate == "shapes":
+            from detector.data.shapes import CLASS_NAMES
+
+            return list(CLASS_NAMES), "detector.data.shapes.CLASS_NAMES"
+        given = [p for p in self.jsons.values() if p is not None]
+        raise FileNotFoundError(f"no annotation JSON found among {given or 'train_json/val_json/test_json (none given)'}")
+
+    def prepare_data(self) -> None:
+        if self.hparams.generate == "shapes":
+            if self.jsons["train"] is None:
+                raise ValueError("generate='shapes' needs train_json: the data is written into its folder")
+            from detector.data.shapes import ensure_shapes
+
+            ensure_shapes(Path(self.jsons["train"]).parent)
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        """Load and validate the splits that ``stage`` needs (all given ones when ``stage`` is None)."""
+        needs: dict[str, tuple[Split, ...]] = {
+            "fit": ("train",),
+            "validate": ("val",),
+            "test": ("test",),
+            "predict": ("test",) if self.jsons["test"] else ("val",),
+        }
+        wanted = needs[stage] if stage is not None else tuple(s for s, p in self.jsons.items() if p)
+        if stage == "fit" and self.jsons["val"]:
+            wanted += ("val",)
+        for name in wanted:
+            if self.jsons[name] is None:
+                raise ValueError(f"stage {stage!r} needs {name}_json, which is not set")
+            if name not in self.splits:
+                self.splits[name] = self._load(name)
+
+    def _load(self, name: Split) -> LoadedSplit:
+        split = load_records(self.jsons[name], self.hparams.image_dir, on_bad_record=self.hparams.on_bad_record)
+        if split.class_names != self.class_names:
+            raise BadRecordError(
+                f"{split.json_path}: categories {split.class_names} differ from {self.class_names} "
+                f"(from {self.class_names_from}); every split must list the same classes in the same order"
+            )
+        rank_zero_info(f"{name}: {split.summary()}")
+        return split
+
+    def _transform(self, preset: AugmentPreset) -> DetectionTransform:
+        h = self.hparams
+        return DetectionTransform(preset, h.image_size, mean=h.mean, std=h.std)
+
+    def _loader(self, split: Split, preset: AugmentPreset, train: bool) -> DataLoader:
+        h = self.hparams
+        if split not in self.splits:
+            raise RuntimeError(f"the {split} split is not loaded: call setup() with a stage that needs it first")
+        dataset = DetectionDataset(self.splits[split], self._transform(preset), seed=h.seed)
+        return DataLoader(
+            dataset,
+            batch_size=h.batch_size,
+            # Evaluation keeps plain integer indices, in order (what prediction writers expect).
+            sampler=EpochSampler(len(dataset), seed=h.seed) if train else None,
+            drop_last=train and len(dataset) > h.batch_size,
+            collate_fn=collate_detections,
+            num_workers=h.num_workers,
+            persistent_workers=h.persistent_workers and h.num_workers > 0,
+            pin_memory=h.pin_memory,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.hparams.train_augment, train=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        # No val_json: no validation (Lightning skips an empty list of loaders).
+        return self._loader("val", "none", train=False) if self.jsons["val"] else []
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", "none", train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test" if self.jsons["test"] else "val", "none", train=False)

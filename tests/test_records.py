@@ -1,0 +1,310 @@
+"""Records: parsing COCO JSON, validation at load (one test per bad input), image decoding."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from coco_files import tiny_coco, write_jpeg, write_json
+from detector.data.image import ImageDecodeError, load_image, read_image_size, reduced_size
+from detector.data.records import BadRecordError, load_records, read_class_names
+
+
+@pytest.fixture
+def coco(tmp_path: Path) -> dict:
+    return tiny_coco(tmp_path)
+
+
+def load(tmp_path: Path, data: dict, **kwargs):
+    return load_records(write_json(tmp_path / "split.json", data), tmp_path / "images", **kwargs)
+
+
+def expect_error(tmp_path: Path, data: dict, *names: str) -> str:
+    """Loading must fail with a message naming the JSON file and every string in ``names``."""
+    with pytest.raises(BadRecordError) as info:
+        load(tmp_path, data)
+    message = str(info.value)
+    for name in ("split.json", *names):
+        assert name in message, f"{name!r} not in {message!r}"
+    return message
+
+
+# ------------------------------------------------------------------------------------ good input
+
+
+def test_voc_sample(voc_sample: Path):
+    json_path = voc_sample / "pascal_sample2007.json"
+    split = load_records(json_path, voc_sample / "JPEGImages")
+    raw = json.loads(json_path.read_text())
+    assert (split.report.images, split.report.boxes, split.report.difficult) == (13, 42, 7)
+    assert split.class_names == [c["name"] for c in raw["categories"]]
+    label_of = {c["id"]: i for i, c in enumerate(raw["categories"])}
+    by_id = {a["id"]: a for a in raw["annotations"]}
+    for record in split.records:
+        assert record.path.is_absolute() and record.path.is_file()
+        assert record.boxes.dtype == np.float32 and record.labels.dtype == np.int64
+        for ann_id, box, label, difficult in zip(record.ann_ids, record.boxes, record.labels, record.difficult):
+            x, y, w, h = by_id[ann_id]["bbox"]
+            np.testing.assert_allclose(box, [x, y, x + w, y + h])
+            assert label == label_of[by_id[ann_id]["category_id"]]
+            assert difficult == bool(by_id[ann_id]["ignore"])
+            assert by_id[ann_id]["image_id"] == record.image_id
+    assert "13 images" in split.summary() and "42 boxes" in split.summary()
+
+
+def test_tiny_json_labels_difficult_clipping_negatives(tmp_path: Path, coco: dict):
+    split = load(tmp_path, coco)
+    assert split.class_names == ["dog", "cat"]
+    a, b, c = split.records
+    assert [r.image_id for r in split.records] == [10, 11, 12]
+    np.testing.assert_array_equal(a.boxes, [[4, 6, 24, 16], [30, 20, 54, 40]])
+    np.testing.assert_array_equal(a.labels, [0, 1])  # category 7 is listed first
+    np.testing.assert_array_equal(a.difficult, [False, True])
+    np.testing.assert_array_equal(b.boxes, [[50, 8, 64, 20]])  # overflowed 64 px by 4, clipped
+    assert c.boxes.shape == (0, 4) and c.labels.shape == (0,)  # a negative is kept
+    r = split.report
+    assert (r.images, r.boxes, r.difficult, r.negatives, r.clipped) == (3, 3, 1, 1, 1)
+    assert (r.skipped_images, r.skipped_annotations) == (0, 0)
+    with pytest.raises(ValueError):
+        a.boxes[0, 0] = 1.0  # records are read-only
+
+
+def test_iscrowd_counts_as_difficult(tmp_path: Path, coco: dict):
+    coco["annotations"][0]["iscrowd"] = 1
+    assert load(tmp_path, coco).records[0].difficult.tolist() == [True, True]
+
+
+def test_read_class_names(tmp_path: Path, coco: dict):
+    assert read_class_names(write_json(tmp_path / "x.json", coco)) == ["dog", "cat"]
+
+
+def test_verify_images_off_does_not_touch_files(tmp_path: Path, coco: dict):
+    (tmp_path / "images" / "a.jpg").unlink()
+    assert load(tmp_path, coco, verify_images=False).report.images == 3
+
+
+# ------------------------------------------------------------------------------------ bad files
+
+
+def test_not_utf8(tmp_path: Path, coco: dict):
+    (tmp_path / "split.json").write_bytes(json.dumps(coco).replace("dog", "d\xf6g").encode("latin-1"))
+    with pytest.raises(BadRecordError, match=r"split\.json: not UTF-8 text \(byte \d+"):
+        load_records(tmp_path / "split.json", tmp_path / "images")
+
+
+def test_truncated_json(tmp_path: Path, coco: dict):
+    text = json.dumps(coco)
+    (tmp_path / "split.json").write_text(text[: len(text) // 2])
+    with pytest.raises(BadRecordError, match=r"split\.json: invalid or truncated JSON at line 1 column \d+"):
+        load_records(tmp_path / "split.json", tmp_path / "images")
+
+
+def test_missing_json_file(tmp_path: Path):
+    with pytest.raises(FileNotFoundError, match="nothing.json"):
+        load_records(tmp_path / "nothing.json", tmp_path)
+
+
+@pytest.mark.parametrize("key", ["images", "annotations", "categories"])
+def test_missing_top_level_key(tmp_path: Path, coco: dict, key: str):
+    del coco[key]
+    expect_error(tmp_path, coco, f"missing top-level key '{key}'")
+
+
+def test_category_missing_key(tmp_path: Path, coco: dict):
+    del coco["categories"][1]["name"]
+    expect_error(tmp_path, coco, "categories[1] must be an object with 'id' and 'name'")
+
+
+def test_duplicate_category_id(tmp_path: Path, coco: dict):
+    coco["categories"].append({"id": 7, "name": "wolf"})
+    expect_error(tmp_path, coco, "duplicate category id 7")
+
+
+# ------------------------------------------------------------------------------------ bad records
+
+
+def test_missing_image_key(tmp_path: Path, coco: dict):
+    del coco["images"][1]["width"]
+    expect_error(tmp_path, coco, "image id 11", "missing key(s) ['width']")
+
+
+def test_missing_annotation_key(tmp_path: Path, coco: dict):
+    del coco["annotations"][2]["bbox"]
+    expect_error(tmp_path, coco, "annotation id 3", "image id 11", "b.jpg", "missing key(s) ['bbox']")
+
+
+def test_duplicate_image_id(tmp_path: Path, coco: dict):
+    coco["images"][2]["id"] = 11
+    expect_error(tmp_path, coco, "image id 11", "c.jpg", "duplicate image id")
+
+
+def test_duplicate_annotation_id(tmp_path: Path, coco: dict):
+    coco["annotations"][2]["id"] = 1
+    expect_error(tmp_path, coco, "annotation id 1", "image id 11", "duplicate annotation id")
+
+
+def test_annotation_for_unknown_image(tmp_path: Path, coco: dict):
+    coco["annotations"][2]["image_id"] = 99
+    expect_error(tmp_path, coco, "annotation id 3", "image id 99", "unknown image id")
+
+
+def test_unknown_category(tmp_path: Path, coco: dict):
+    coco["annotations"][0]["category_id"] = 4
+    expect_error(tmp_path, coco, "annotation id 1", "image id 10", "a.jpg", "unknown category_id 4")
+
+
+@pytest.mark.parametrize("bbox", [[4, 6, 0, 10], [4, 6, 20, 0], [4, 6, -3, 10], [4, 6, 20, -1]])
+def test_bbox_without_area(tmp_path: Path, coco: dict, bbox: list):
+    coco["annotations"][0]["bbox"] = bbox
+    expect_error(tmp_path, coco, "annotation id 1", "image id 10", "width or height <= 0")
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_bbox_not_finite(tmp_path: Path, coco: dict, bad: float):
+    coco["annotations"][1]["bbox"][2] = bad  # json.dumps writes NaN / Infinity, which json.loads reads
+    expect_error(tmp_path, coco, "annotation id 2", "image id 10", "NaN or infinite")
+
+
+@pytest.mark.parametrize("bbox", [[70, 6, 10, 10], [4, 48, 10, 5], [-30, 6, 20, 10], [4, -12, 10, 12]])
+def test_bbox_wholly_outside(tmp_path: Path, coco: dict, bbox: list):
+    coco["annotations"][0]["bbox"] = bbox
+    expect_error(tmp_path, coco, "annotation id 1", "image id 10", "wholly outside the 64 x 48 image")
+
+
+def test_missing_image_file(tmp_path: Path, coco: dict):
+    (tmp_path / "images" / "b.jpg").unlink()
+    expect_error(tmp_path, coco, "image id 11", "b.jpg", "image file not found")
+
+
+def test_unreadable_image_file(tmp_path: Path, coco: dict):
+    (tmp_path / "images" / "b.jpg").unlink()
+    (tmp_path / "images" / "b.jpg").mkdir()  # a folder where the file should be: open() fails
+    expect_error(tmp_path, coco, "image id 11", "b.jpg", "unreadable image file")
+
+
+def test_corrupt_image(tmp_path: Path, coco: dict):
+    (tmp_path / "images" / "c.jpg").write_bytes(np.random.default_rng(0).bytes(2000))
+    expect_error(tmp_path, coco, "image id 12", "c.jpg", "corrupt or unsupported image", "not that of any known image format")
+
+
+def test_image_size_disagrees_with_json(tmp_path: Path, coco: dict):
+    coco["images"][0]["width"] = 65
+    expect_error(tmp_path, coco, "image id 10", "a.jpg", "image is 64 x 48", "JSON says 65 x 48")
+
+
+def test_error_lists_every_problem(tmp_path: Path, coco: dict):
+    coco["annotations"][0]["category_id"] = 4
+    (tmp_path / "images" / "c.jpg").unlink()
+    message = expect_error(tmp_path, coco, "2 bad record(s)", "annotation id 1", "image id 12")
+    assert "on_bad_record='skip'" in message
+
+
+# ------------------------------------------------------------------------------------ skip mode
+
+
+def test_skip_keeps_good_records_and_logs(tmp_path: Path, coco: dict, caplog: pytest.LogCaptureFixture):
+    coco["annotations"][1]["bbox"][3] = 0  # bad annotation: its whole image (10) goes
+    coco["annotations"].append({"id": 9, "image_id": 77, "bbox": [1, 1, 5, 5], "category_id": 3})  # orphan
+    (tmp_path / "images" / "c.jpg").unlink()  # image 12 goes
+    with caplog.at_level(logging.WARNING, logger="detector.data.records"):
+        split = load(tmp_path, coco, on_bad_record="skip")
+    assert [r.image_id for r in split.records] == [11]
+    r = split.report
+    assert (r.images, r.boxes, r.skipped_images, r.skipped_annotations) == (1, 1, 2, 3)
+    assert len(r.problems) == 3
+    skips = [m for m in caplog.messages if m.startswith("skipped: ")]
+    assert len(skips) == 3
+    assert any("annotation id 2" in m for m in skips) and any("annotation id 9" in m for m in skips)
+    assert any("image id 12" in m for m in skips)
+    assert any("skipped 2 images and 3 annotations" in m for m in caplog.messages)
+    assert "skipped 2 images and 3 annotations" in split.summary()
+
+
+def test_on_bad_record_must_be_known(tmp_path: Path, coco: dict):
+    with pytest.raises(ValueError, match="on_bad_record"):
+        load(tmp_path, coco, on_bad_record="ignore")
+
+
+# ------------------------------------------------------------------------------------ decoding
+
+
+@pytest.fixture
+def upright() -> np.ndarray:
+    """A 60 x 40 picture that is not symmetric under any flip or turn."""
+    pixels = np.zeros((40, 60, 3), np.uint8)
+    pixels[:, :30] = (200, 30, 30)
+    pixels[:, 30:] = (30, 30, 200)
+    pixels[:12, :12] = (30, 200, 30)
+    return pixels
+
+
+def assert_close(a: np.ndarray, b: np.ndarray, tol: float = 6.0):
+    assert a.shape == b.shape and a.dtype == np.uint8
+    assert np.abs(a.astype(float) - b).mean() < tol
+
+
+@pytest.mark.parametrize("mode, suffix", [("RGB", "jpg"), ("CMYK", "jpg"), ("RGBA", "png"), ("P", "png")])
+def test_colour_modes_load_as_rgb(tmp_path: Path, upright: np.ndarray, mode: str, suffix: str):
+    path = tmp_path / f"x.{suffix}"
+    Image.fromarray(upright).convert(mode).save(path, **({"quality": 95} if suffix == "jpg" else {}))
+    with Image.open(path) as im:
+        assert im.mode == mode
+    expected = np.asarray(Image.fromarray(upright).convert(mode).convert("RGB"))  # palette quantises
+    assert_close(load_image(path), expected)
+    assert read_image_size(path) == (60, 40)
+
+
+def test_grayscale_loads_as_three_equal_channels(tmp_path: Path, upright: np.ndarray):
+    path = tmp_path / "g.jpg"
+    gray = Image.fromarray(upright).convert("L")
+    gray.save(path, quality=95)
+    image = load_image(path)
+    assert image.shape == (40, 60, 3)
+    assert (image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all()
+    assert_close(image[..., :1], np.asarray(gray)[..., None])
+
+
+# EXIF orientation -> how the stored pixels were turned (np.rot90 k, counter-clockwise) so that
+# the viewer's correction brings back the upright picture.
+@pytest.mark.parametrize("orientation, k", [(3, 2), (6, 1), (8, -1)])
+def test_exif_rotated_jpeg_loads_upright(tmp_path: Path, upright: np.ndarray, orientation: int, k: int):
+    path = tmp_path / "r.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(np.ascontiguousarray(np.rot90(upright, k))).save(path, quality=95, exif=exif)
+    assert_close(load_image(path), upright)
+    assert read_image_size(path) == (60, 40)
+
+
+def test_decode_failure_names_the_file(tmp_path: Path):
+    path = tmp_path / "broken.jpg"
+    pixels = write_jpeg(path, 64, 48)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # truncated: the header still reads
+    assert read_image_size(path) == (pixels.shape[1], pixels.shape[0])
+    with pytest.raises(ImageDecodeError, match=r"broken.jpg: cannot be decoded: .*truncated"):
+        load_image(path)
+    with pytest.raises(ImageDecodeError, match="gone.jpg: file not found"):
+        load_image(tmp_path / "gone.jpg")
+
+
+@pytest.mark.parametrize("width, height", [(447, 600), (448, 600), (999, 801), (1800, 900), (300, 200)])
+def test_large_jpeg_decodes_reduced_but_whole(tmp_path: Path, width: int, height: int):
+    path = tmp_path / "big.jpg"
+    full = write_jpeg(path, width, height, [[0, 0, width // 2, height // 2]])  # red top-left quarter
+    image = load_image(path, min_side=224)
+    h, w = image.shape[:2]
+    assert (w, h) == reduced_size((width, height), 224)
+    if (w, h) == (width, height):
+        assert_close(image, full, tol=10.0)  # too small to reduce: the full decode (noise costs JPEG bits)
+    else:
+        assert 224 <= min(w, h) and w < width and h < height
+        red = image[..., 0].astype(int) - image[..., 1] > 100  # (h, w) the quarter, at the reduced scale
+        ys, xs = np.nonzero(red)
+        assert abs(xs.max() + 1 - w / 2) <= 1.5 and abs(ys.max() + 1 - h / 2) <= 1.5 and xs.min() == ys.min() == 0
