@@ -15,6 +15,8 @@ from detector.data.datamodule import (
     DetectionDataModule,
     DetectionDataset,
     EpochSampler,
+    ShapesSpec,
+    ShardSampler,
     collate_detections,
     sample_seed,
 )
@@ -242,12 +244,25 @@ def test_datamodule_skip_mode(coco_json: Path):
 def test_generate_shapes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     shapes = pytest.importorskip("detector.data.shapes")
     calls = []
-    monkeypatch.setattr(shapes, "ensure_shapes", lambda root: calls.append(Path(root)))
+    monkeypatch.setattr(shapes, "ensure_shapes", lambda root, **kw: calls.append((Path(root), kw)))
     json_path = tmp_path / "shapes" / "shapes_train.json"
-    dm = DetectionDataModule(image_dir=str(tmp_path / "shapes" / "JPEGImages"), train_json=str(json_path), generate="shapes")
+    spec = ShapesSpec(n_train=12, n_val=4)
+    dm = DetectionDataModule(image_dir=str(tmp_path / "shapes" / "JPEGImages"), train_json=str(json_path), generate=spec)
     assert dm.class_names == list(shapes.CLASS_NAMES)  # the JSON does not exist yet
     dm.prepare_data()
-    assert calls == [tmp_path / "shapes"]
+    assert calls == [(tmp_path / "shapes", {"n_train": 12, "n_val": 4, "image_size": 256, "seed": 0})]
+
+
+@pytest.mark.parametrize("length", [10, 11])
+def test_ddp_samplers_cover_every_image_once(length: int):
+    """Train shards are disjoint and equal in length; eval shards cover every index exactly once."""
+    train = [list(EpochSampler(length, seed=3, num_replicas=2, rank=r)) for r in (0, 1)]
+    assert len(train[0]) == len(train[1]) == length // 2
+    indices = [i for shard in train for _, i in shard]
+    assert len(set(indices)) == len(indices)
+    assert sorted(set(indices)) == sorted(i for _, i in list(EpochSampler(length, seed=3))[: 2 * (length // 2)])
+    evals = [list(ShardSampler(length, 2, r)) for r in (0, 1)]
+    assert sorted(evals[0] + evals[1]) == list(range(length))
 
 
 class Recorder(L.LightningModule):

@@ -21,6 +21,7 @@ the start of every training epoch, a resumed one included, and the shuffle order
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator, Literal, Optional
 
@@ -36,7 +37,15 @@ from detector.data.image import ImageDecodeError, load_image, reduced_size
 from detector.data.records import BadRecordError, LoadedSplit, OnBadRecord, load_records, read_class_names
 from detector.data.transforms import IMAGENET_MEAN, IMAGENET_STD, AugmentPreset, DetectionTransform
 
-__all__ = ["DetectionDataModule", "DetectionDataset", "EpochSampler", "collate_detections", "sample_seed"]
+__all__ = [
+    "DetectionDataModule",
+    "DetectionDataset",
+    "EpochSampler",
+    "ShardSampler",
+    "ShapesSpec",
+    "collate_detections",
+    "sample_seed",
+]
 
 Split = Literal["train", "val", "test"]
 
@@ -47,23 +56,54 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 
 
 class EpochSampler(Sampler[tuple[int, int]]):
-    """Yields ``(epoch, index)`` for every index of a dataset of ``length``, shuffled by (seed, epoch).
+    """Yields ``(epoch, index)`` for this process's share of a dataset of ``length``, shuffled by
+    (seed, epoch).
 
+    Under DDP every process draws the same permutation and takes every ``num_replicas``-th index
+    from position ``rank``, after dropping the ``length % num_replicas`` last ones so every process
+    runs the same number of steps (the train loader drops its incomplete batch anyway).
     Lightning calls :meth:`set_epoch` at the start of each training epoch.
     """
 
-    def __init__(self, length: int, seed: int = 0):
+    def __init__(self, length: int, seed: int = 0, num_replicas: int = 1, rank: int = 0):
         self.length, self.seed, self.epoch = length, seed, 0
+        self.num_replicas, self.rank = num_replicas, rank
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(0, self.epoch)))
-        return iter([(self.epoch, int(i)) for i in rng.permutation(self.length)])
+        order = rng.permutation(self.length)[: len(self) * self.num_replicas]
+        return iter([(self.epoch, int(i)) for i in order[self.rank :: self.num_replicas]])
 
     def __len__(self) -> int:
-        return self.length
+        return self.length // self.num_replicas
+
+
+class ShardSampler(Sampler[int]):
+    """Evaluation under DDP: process ``rank`` takes indices ``rank, rank + num_replicas, ...`` in
+    order. Every image is evaluated exactly once; shards may differ by one image (torch's
+    ``DistributedSampler`` would instead pad them with duplicates, which biases the metric)."""
+
+    def __init__(self, length: int, num_replicas: int, rank: int):
+        self.indices = range(rank, length, num_replicas)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+@dataclass
+class ShapesSpec:
+    """Size of the synthetic shapes dataset (see :func:`detector.data.shapes.ensure_shapes`)."""
+
+    n_train: int = 2000
+    n_val: int = 400
+    image_size: int = 256
+    seed: int = 0
 
 
 class DetectionDataset(Dataset):
@@ -145,8 +185,12 @@ class DetectionDataModule(L.LightningDataModule):
         mean, std: the backbone's per-channel input statistics, for pixels in [0, 1].
         on_bad_record: ``"error"`` or ``"skip"`` (see ``detector.data.records``).
         seed: base seed of the shuffle order and of every sample's augmentation.
-        generate: ``"shapes"`` writes the synthetic shapes dataset into the folder of
+        generate: a :class:`ShapesSpec` (YAML: ``generate: {}`` for the defaults, or
+            ``{n_train: 64, n_val: 16}``) writes the synthetic shapes dataset into the folder of
             ``train_json`` in ``prepare_data`` when it is not there yet.
+
+    Under DDP the loaders shard the data themselves (:class:`EpochSampler`, :class:`ShardSampler`),
+    so the trainer must run with ``use_distributed_sampler=False`` (``train.py`` sets it).
     """
 
     def __init__(
@@ -165,10 +209,11 @@ class DetectionDataModule(L.LightningDataModule):
         std: tuple[float, float, float] = IMAGENET_STD,
         on_bad_record: OnBadRecord = "error",
         seed: int = 0,
-        generate: Optional[Literal["shapes"]] = None,
+        generate: Optional[ShapesSpec] = None,
     ):
         super().__init__()
         self.save_hyperparameters()
+        self.generate = ShapesSpec(**generate) if isinstance(generate, dict) else generate
         self.jsons: dict[Split, Optional[str]] = {"train": train_json, "val": val_json, "test": test_json}
         self.splits: dict[Split, LoadedSplit] = {}
         self.class_names, self.class_names_from = self._read_class_names()
@@ -181,7 +226,7 @@ class DetectionDataModule(L.LightningDataModule):
         for path in self.jsons.values():
             if path is not None and Path(path).is_file():
                 return read_class_names(path), path
-        if self.hparams.generate == "shapes":
+        if self.generate is not None:
             from detector.data.shapes import CLASS_NAMES
 
             return list(CLASS_NAMES), "detector.data.shapes.CLASS_NAMES"
@@ -189,12 +234,13 @@ class DetectionDataModule(L.LightningDataModule):
         raise FileNotFoundError(f"no annotation JSON found among {given or 'train_json/val_json/test_json (none given)'}")
 
     def prepare_data(self) -> None:
-        if self.hparams.generate == "shapes":
+        spec = self.generate
+        if spec is not None:
             if self.jsons["train"] is None:
-                raise ValueError("generate='shapes' needs train_json: the data is written into its folder")
+                raise ValueError("generate (shapes) needs train_json: the data is written into its folder")
             from detector.data.shapes import ensure_shapes
 
-            ensure_shapes(Path(self.jsons["train"]).parent)
+            ensure_shapes(Path(self.jsons["train"]).parent, **asdict(spec))
 
     def setup(self, stage: Optional[str] = None) -> None:
         """Load and validate the splits that ``stage`` needs (all given ones when ``stage`` is None)."""
@@ -232,17 +278,34 @@ class DetectionDataModule(L.LightningDataModule):
         if split not in self.splits:
             raise RuntimeError(f"the {split} split is not loaded: call setup() with a stage that needs it first")
         dataset = DetectionDataset(self.splits[split], self._transform(preset), seed=h.seed)
+        world, rank = self._world()
+        if train:
+            sampler: Sampler | None = EpochSampler(len(dataset), seed=h.seed, num_replicas=world, rank=rank)
+        else:
+            # Evaluation keeps plain integer indices, in order (what prediction writers expect).
+            sampler = ShardSampler(len(dataset), world, rank) if world > 1 else None
         return DataLoader(
             dataset,
             batch_size=h.batch_size,
-            # Evaluation keeps plain integer indices, in order (what prediction writers expect).
-            sampler=EpochSampler(len(dataset), seed=h.seed) if train else None,
-            drop_last=train and len(dataset) > h.batch_size,
+            sampler=sampler,
+            drop_last=train and len(sampler) > h.batch_size,
             collate_fn=collate_detections,
             num_workers=h.num_workers,
             persistent_workers=h.persistent_workers and h.num_workers > 0,
             pin_memory=h.pin_memory,
         )
+
+    def _world(self) -> tuple[int, int]:
+        """(number of processes, this process's rank) of the attached trainer; (1, 0) without one."""
+        trainer = self.trainer
+        if trainer is None or trainer.world_size == 1:
+            return 1, 0
+        if trainer._accelerator_connector.use_distributed_sampler:
+            raise ValueError(
+                "DetectionDataModule shards its data itself under DDP: create the Trainer with "
+                "use_distributed_sampler=False (train.py does)"
+            )
+        return trainer.world_size, trainer.global_rank
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.hparams.train_augment, train=True)
