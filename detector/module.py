@@ -1,0 +1,351 @@
+"""The LightningModule: wires the network, the anchors, matching + loss, decoding + NMS, the metrics,
+the lesson's discriminative learning rates and the staged recipe.
+
+The network returns raw activations; everything the lesson did around it (``ssd_loss``,
+``actn_to_bb``, ``nms``) lives here or in the modules this one calls (effdet's
+``DetBenchTrain`` / ``DetBenchPredict`` idea).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Sequence
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.optim.lr_scheduler import LambdaLR
+from torchmetrics import MeanMetric
+
+from detector.anchors import Anchors, make_anchors
+from detector.callbacks import StagedFreezing
+from detector.loss import SSDLoss
+from detector.metrics import DetectionMetrics
+from detector.model import build_ssd
+from detector.postprocess import postprocess, to_pixels
+from detector.schedule import FREEZE, OneCycle, Stage, stage_at_epoch, total_epochs
+
+__all__ = [
+    "AnchorConfig",
+    "HeadConfig",
+    "LossConfig",
+    "OptimizerConfig",
+    "PostprocessConfig",
+    "DetectorModule",
+    "NonFiniteLossError",
+]
+
+
+@dataclass
+class AnchorConfig:
+    """Anchor grids, zooms and (rh, rw) ratios: the lesson's defaults (189 anchors)."""
+
+    grids: list[int] = field(default_factory=lambda: [4, 2, 1])
+    zooms: list[float] = field(default_factory=lambda: [0.75, 1.0, 1.3])
+    ratios: list[tuple[float, float]] = field(default_factory=lambda: [(1.0, 1.0), (1.0, 0.5), (0.5, 1.0)])
+
+
+@dataclass
+class HeadConfig:
+    """The SSD head: ``dropout`` in each StdConv, ``head_dropout`` at its input (the lesson's
+    ``drop = 0.4`` for both), class-logit ``bias`` at init (the lesson: -4 for k = 9), width."""
+
+    dropout: float = 0.4
+    head_dropout: float = 0.4
+    bias: float = -4.0
+    channels: int = 256
+
+
+@dataclass
+class LossConfig:
+    """See :class:`detector.loss.SSDLoss`."""
+
+    coder: Literal["tanh", "ssd"] = "tanh"
+    iou_threshold: float = 0.4
+    focal: bool = True
+    alpha: float = 0.25
+    gamma: float = 2.0
+    loc_weight: float = 1.0
+    cls_weight: float = 1.0
+    reduction: Literal["mean", "lesson_sum"] = "mean"
+
+
+@dataclass
+class PostprocessConfig:
+    """Decoding + NMS. ``score_threshold`` is for evaluation (low: mAP rewards recall);
+    ``picture_score_threshold`` is the lesson's threshold for drawing (about 0.25)."""
+
+    score_threshold: float = 0.01
+    picture_score_threshold: float = 0.25
+    iou_threshold: float = 0.4
+    topk_per_class: int = 50
+    max_per_image: int = 100
+
+
+@dataclass
+class OptimizerConfig:
+    """AdamW by default; group ``i`` gets ``lr * lr_mult[i]`` (the lesson's ``[lr/100, lr/10, lr]``).
+
+    ``div`` and ``cut_div`` are fastai's ``use_clr=(div, cut_div)`` for every stage's 1cycle.
+    """
+
+    name: Literal["adamw", "adam", "sgd"] = "adamw"
+    lr: float = 1e-2
+    lr_mult: tuple[float, float, float] = (0.01, 0.1, 1.0)
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    div: float = 20.0
+    cut_div: float = 10.0
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised on the first non-finite training loss, naming the step and the batch's image ids."""
+
+
+def _config(cls: type, value: Any) -> Any:
+    """``None`` -> the defaults; a dict (from a checkpoint's hparams) -> the dataclass."""
+    if value is None:
+        return cls()
+    return cls(**value) if isinstance(value, dict) else value
+
+
+def _default_stages() -> list[Stage]:
+    return [Stage(epochs=10, freeze="body", lr_mult=1.0), Stage(epochs=10, freeze="groups_0", lr_mult=0.25)]
+
+
+class DetectorModule(L.LightningModule):
+    """The lesson's SSD as a LightningModule.
+
+    Args:
+        num_classes: C, real classes (linked from the data module by ``train.py``).
+        class_names: their names, for logs and pictures (linked from the data module).
+        backbone: ``resnet18 | resnet34 | resnet50 | efficientnet_lite0``.
+        weights: ``imagenet | none | <path to a state dict>``.
+        image_size: S, the square input side (linked to the data module's).
+        anchors, head, loss, postprocess, optimizer: see their dataclasses.
+        stages: the recipe; the trainer's ``max_epochs`` is their total (linked by ``train.py``).
+        train_bn: BatchNorm in frozen groups keeps training, as fastai does (``False`` freezes its
+            affine parameters and running statistics too, so no gradient flows through a frozen
+            body at all: on a CPU that makes a head-only stage about twice as fast).
+        channels_last: run the network in NHWC memory format (on this 2-core CPU it trains an
+            EfficientNet-Lite0 SSD about 2x faster; on GPUs it is what tensor cores want).
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 20,
+        class_names: list[str] | None = None,
+        backbone: str = "resnet34",
+        weights: str = "imagenet",
+        image_size: int = 224,
+        anchors: AnchorConfig | None = None,
+        head: HeadConfig | None = None,
+        loss: LossConfig | None = None,
+        postprocess: PostprocessConfig | None = None,
+        optimizer: OptimizerConfig | None = None,
+        stages: list[Stage] | None = None,
+        train_bn: bool = True,
+        channels_last: bool = True,
+    ) -> None:
+        super().__init__()
+        # Checkpoints store these as plain dicts (hparams); the CLI passes the dataclasses.
+        anchors, head = _config(AnchorConfig, anchors), _config(HeadConfig, head)
+        loss, postprocess = _config(LossConfig, loss), _config(PostprocessConfig, postprocess)
+        optimizer = _config(OptimizerConfig, optimizer)
+        stages = [_config(Stage, s) for s in stages] if stages else _default_stages()
+        class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        if len(class_names) != num_classes:
+            raise ValueError(f"{num_classes=} but {len(class_names)} class names were given: {class_names}")
+        self.save_hyperparameters(
+            {
+                "num_classes": num_classes,
+                "class_names": class_names,
+                "backbone": backbone,
+                "weights": weights,
+                "image_size": image_size,
+                "anchors": asdict(anchors),
+                "head": asdict(head),
+                "loss": asdict(loss),
+                "postprocess": asdict(postprocess),
+                "optimizer": asdict(optimizer),
+                "stages": [asdict(s) for s in stages],
+                "train_bn": train_bn,
+                "channels_last": channels_last,
+            }
+        )
+        self.class_names = class_names
+        self.stages = tuple(stages)
+        self.optim_cfg, self.post_cfg, self.train_bn = optimizer, postprocess, train_bn
+        self.model = build_ssd(
+            num_classes=num_classes,
+            backbone=backbone,
+            weights=weights,
+            image_size=image_size,
+            grids=anchors.grids,
+            zooms=anchors.zooms,
+            ratios=anchors.ratios,
+            dropout=head.dropout,
+            head_dropout=head.head_dropout,
+            bias=head.bias,
+            channels=head.channels,
+        )
+        self.channels_last = channels_last
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        a = make_anchors(anchors.grids, anchors.zooms, anchors.ratios)
+        self.register_buffer("anchor_cxcywh", a.cxcywh, persistent=False)  # (A, 4)
+        self.register_buffer("anchor_cell", a.cell_size, persistent=False)  # (A, 1)
+        self._anchor_meta = (a.grids, a.k)
+        self.criterion = SSDLoss(**asdict(loss))
+        self.coder = loss.coder
+        self.val_metrics = DetectionMetrics(num_classes)
+        self.test_metrics = DetectionMetrics(num_classes)
+        self.val_loss = MeanMetric()
+
+    # ----------------------------------------------------------------------------------- model
+    @property
+    def anchors(self) -> Anchors:
+        """The anchor set on the module's device."""
+        return Anchors(self.anchor_cxcywh, self.anchor_cell, *self._anchor_meta)
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """``(B, 3, S, S)`` normalised images -> ``(cls_logits (B, A, C), box_deltas (B, A, 4))``."""
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.model(images)
+
+    def detect(self, images: Tensor, score_threshold: float | None = None) -> list[dict[str, Tensor]]:
+        """Images -> per-image detections, boxes xyxy in ``[0, 1]`` (see :func:`postprocess`)."""
+        cls_logits, box_deltas = self(images)
+        cfg = self.post_cfg
+        return postprocess(
+            cls_logits.float(),
+            box_deltas.float(),
+            self.anchors,
+            coder=self.coder,
+            score_threshold=cfg.score_threshold if score_threshold is None else score_threshold,
+            iou_threshold=cfg.iou_threshold,
+            topk_per_class=cfg.topk_per_class,
+            max_per_image=cfg.max_per_image,
+        )
+
+    # -------------------------------------------------------------------------------- training
+    def _loss(self, batch: dict[str, Tensor]) -> tuple[dict[str, Tensor], tuple[Tensor, Tensor]]:
+        out = self(batch["images"])
+        cls_logits, box_deltas = (t.float() for t in out)  # the loss runs in float32 under AMP
+        terms = self.criterion(cls_logits, box_deltas, self.anchors, batch["boxes"], batch["labels"])
+        return terms, (cls_logits, box_deltas)
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        terms, _ = self._loss(batch)
+        if not torch.isfinite(terms["loss"]):
+            ids = batch["image_ids"].tolist()
+            raise NonFiniteLossError(
+                f"non-finite training loss at global step {self.global_step} (epoch {self.current_epoch}, "
+                f"batch {batch_idx}): " + ", ".join(f"{k}={v.item()}" for k, v in terms.items())
+                + f"; image ids in the batch: {ids}"
+            )
+        B = batch["images"].shape[0]
+        self.log_dict({f"train/{k}": v for k, v in terms.items()}, on_step=True, on_epoch=True, batch_size=B)
+        return terms["loss"]
+
+    # ------------------------------------------------------------------------------ evaluation
+    def _eval_step(self, batch: dict[str, Tensor], metrics: DetectionMetrics) -> list[dict[str, Tensor]]:
+        terms, (cls_logits, box_deltas) = self._loss(batch)
+        self.val_loss.update(terms["loss"], weight=batch["images"].shape[0])
+        cfg = self.post_cfg
+        dets = postprocess(
+            cls_logits,
+            box_deltas,
+            self.anchors,
+            coder=self.coder,
+            score_threshold=cfg.score_threshold,
+            iou_threshold=cfg.iou_threshold,
+            topk_per_class=cfg.topk_per_class,
+            max_per_image=cfg.max_per_image,
+        )
+        metrics.update(to_pixels(dets, batch["sizes"]), self._targets_in_pixels(batch))
+        return dets
+
+    @staticmethod
+    def _targets_in_pixels(batch: dict[str, Tensor]) -> list[dict[str, Tensor]]:
+        """Batch ground truth -> per-image dicts in original-image pixels, padding removed."""
+        h, w = batch["sizes"][:, 0:1], batch["sizes"][:, 1:2]  # (B, 1) each
+        scale = torch.cat([w, h, w, h], dim=1).to(batch["boxes"].dtype)  # (B, 4)
+        boxes = batch["boxes"] * scale[:, None, :]  # (B, M, 4)
+        real = batch["labels"] >= 0  # (B, M)
+        return [
+            {"boxes": boxes[i][real[i]], "labels": batch["labels"][i][real[i]], "difficult": batch["difficult"][i][real[i]]}
+            for i in range(boxes.shape[0])
+        ]
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Any]:
+        return {"detections": self._eval_step(batch, self.val_metrics)}
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Any]:
+        return {"detections": self._eval_step(batch, self.test_metrics)}
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val", self.val_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test", self.test_metrics)
+
+    def _log_metrics(self, split: str, metrics: DetectionMetrics) -> None:
+        """Log the split's loss, COCO/VOC mAPs and per-class AP@0.5, all computed over the whole split."""
+        result = metrics.compute()
+        logs = {f"{split}/loss": self.val_loss.compute()}
+        for key in ("map", "map_50", "map_75", "voc07_map_50", "voc_map_50"):
+            logs[f"{split}/{key}"] = torch.as_tensor(result[key], dtype=torch.float32)
+        per_class = result["per_class"]
+        for i, name in enumerate(self.class_names):
+            logs[f"{split}_ap50/{name}"] = torch.as_tensor(per_class["map_50"][i], dtype=torch.float32)
+        self.log_dict(logs, sync_dist=False)  # already reduced over every process by torchmetrics
+        self.last_metrics = {split: result}
+        metrics.reset()
+        self.val_loss.reset()
+
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> list[dict[str, Tensor]]:
+        """Per image: detections in original-image pixels plus its ``image_id``."""
+        dets = to_pixels(self.detect(batch["images"]), batch["sizes"])
+        for det, image_id in zip(dets, batch["image_ids"]):
+            det["image_id"] = image_id
+        return dets
+
+    # ---------------------------------------------------------------------------- optimisation
+    def configure_optimizers(self) -> dict[str, Any]:
+        """All three parameter groups exist from the first step (frozen ones simply get no gradient),
+        so resuming never meets a changed optimiser (Lightning issue #6891)."""
+        cfg = self.optim_cfg
+        groups = [
+            {"params": params, "lr": cfg.lr * mult, "name": name}
+            for params, mult, name in zip(self.model.param_groups(), cfg.lr_mult, ("group0", "group1", "head"))
+        ]
+        if cfg.name == "sgd":
+            opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        else:
+            cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
+            opt = cls(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        steps_per_epoch = self._steps_per_epoch()
+        schedule = OneCycle(self.stages, steps_per_epoch, div=cfg.div, cut_div=cfg.cut_div)
+        # A plain function, not the OneCycle object: LambdaLR would pickle a callable object into the
+        # checkpoint, and checkpoints must stay loadable with torch.load(weights_only=True).
+        scheduler = LambdaLR(opt, lambda step: schedule(step))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _steps_per_epoch(self) -> int:
+        trainer = self.trainer
+        epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else total_epochs(self.stages)
+        total = trainer.estimated_stepping_batches
+        if total == float("inf"):
+            raise ValueError("set trainer.max_epochs (train.py links it to the sum of model.stages)")
+        return max(int(total) // max(epochs, 1), 1)
+
+    # ----------------------------------------------------------------------------------- freeze
+    def configure_callbacks(self) -> list[L.Callback]:
+        """The recipe's freezing travels with the model, so every entry point applies it."""
+        return [StagedFreezing()]
+
+    def frozen_groups(self, epoch: int) -> tuple[int, ...]:
+        """Body layer groups frozen at ``epoch`` under the recipe."""
+        return FREEZE[self.stages[stage_at_epoch(self.stages, epoch)].freeze]

@@ -1,0 +1,88 @@
+"""Train, validate, test or predict with the detector, or find a learning rate.
+
+    python train.py fit      --config configs/shapes.yaml            # one GPU, or the CPU
+    python train.py fit      --config configs/lesson9_ssd.yaml --trainer.devices -1   # DDP, every GPU
+    python train.py fit      --config configs/shapes.yaml --ckpt_path last            # resume
+    python train.py validate --config configs/shapes.yaml --ckpt_path best
+    python train.py lr_find  --config configs/shapes.yaml           # saves lr_find.png + suggestion
+
+LightningCLI reads one YAML per experiment, saves the resolved config with every run, and links the
+values that must agree: the data's classes -> the model's, the model's image size -> the data's,
+the backbone's input statistics -> the data's normalisation, the recipe's length -> max_epochs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from lightning.pytorch import Trainer
+from lightning.pytorch.cli import LightningCLI
+
+from detector.data.datamodule import DetectionDataModule
+from detector.lr_finder import lr_range_test
+from detector.model import backbone_stats
+from detector.module import DetectorModule
+
+
+def _total_epochs(stages: Any) -> int:
+    """Sum of the recipe's stage lengths, whether jsonargparse hands over dicts or Namespaces."""
+
+    def epochs(stage: Any) -> int:
+        stage = getattr(stage, "init_args", stage)
+        return stage["epochs"] if isinstance(stage, dict) else stage.epochs
+
+    return sum(epochs(s) for s in stages)
+
+
+class DetectorTrainer(Trainer):
+    """Lightning's Trainer plus the ``lr_find`` subcommand."""
+
+    def lr_find(
+        self,
+        model: DetectorModule,
+        datamodule: DetectionDataModule,
+        min_lr: float = 1e-5,
+        max_lr: float = 1.0,
+        num_steps: int = 100,
+        out: str = "lr_find.png",
+    ) -> float:
+        """Run the LR range test on the recipe's first stage; save the plot; print the suggestion."""
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        device = "cuda" if torch.cuda.is_available() and self.accelerator.__class__.__name__ == "CUDAAccelerator" else "cpu"
+        result = lr_range_test(model, datamodule.train_dataloader(), min_lr, max_lr, num_steps, device=device)
+        path = result.plot(out)
+        print(f"lr_find: suggested head learning rate {result.suggestion:.3g} (plot: {path})")
+        return result.suggestion
+
+
+class DetectorCLI(LightningCLI):
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        return {**LightningCLI.subcommands(), "lr_find": {"model", "datamodule"}}
+
+    def add_arguments_to_parser(self, parser: Any) -> None:
+        # The DataModule shards its data itself under DDP (no padded duplicates in evaluation).
+        parser.set_defaults({"trainer.use_distributed_sampler": False})
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
+        parser.link_arguments("model.image_size", "data.image_size")
+        parser.link_arguments("model.backbone", "data.mean", compute_fn=lambda name: backbone_stats(name)[0])
+        parser.link_arguments("model.backbone", "data.std", compute_fn=lambda name: backbone_stats(name)[1])
+        parser.link_arguments("model.stages", "trainer.max_epochs", compute_fn=_total_epochs)
+
+
+def main(args: list[str] | None = None) -> DetectorCLI:
+    return DetectorCLI(
+        DetectorModule,
+        DetectionDataModule,
+        trainer_class=DetectorTrainer,
+        save_config_kwargs={"overwrite": True},
+        auto_configure_optimizers=False,  # the module's discriminative groups + recipe schedule
+        args=args,
+    )
+
+
+if __name__ == "__main__":
+    main()
