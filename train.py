@@ -13,6 +13,7 @@ the backbone's input statistics -> the data's normalisation, the recipe's length
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -71,6 +72,43 @@ class DetectorCLI(LightningCLI):
         parser.link_arguments("model.backbone", "data.mean", compute_fn=lambda name: backbone_stats(name)[0])
         parser.link_arguments("model.backbone", "data.std", compute_fn=lambda name: backbone_stats(name)[1])
         parser.link_arguments("model.stages", "trainer.max_epochs", compute_fn=_total_epochs)
+
+    def before_instantiate_classes(self) -> None:
+        if self.subcommand == "fit":
+            continue_logger_runs(self.config.fit)
+
+
+def _resolve_checkpoint(ckpt_path: str, trainer_config: Any) -> Path | None:
+    """``ckpt_path`` as a file: ``last`` means ``last.ckpt`` in the ModelCheckpoint's ``dirpath``."""
+    if ckpt_path not in ("last", "best", "hpc", "registry"):
+        return Path(ckpt_path)
+    if ckpt_path != "last":
+        return None
+    for callback in trainer_config.get("callbacks") or []:
+        if "ModelCheckpoint" in str(callback.get("class_path", "")):
+            dirpath = callback.get("init_args", {}).get("dirpath")
+            if dirpath and (Path(dirpath) / "last.ckpt").is_file():
+                return Path(dirpath) / "last.ckpt"
+    return None
+
+
+def continue_logger_runs(config: Any) -> None:
+    """Before the loggers are built for ``fit --ckpt_path``: give each logger the run id (version)
+    that :class:`detector.callbacks.RunIdentity` saved in the checkpoint, so the resumed run writes
+    to the same TensorBoard/CSV version and the same wandb run."""
+    path = _resolve_checkpoint(config.ckpt_path, config.trainer) if config.get("ckpt_path") else None
+    loggers = config.trainer.get("logger")
+    if path is None or not path.is_file() or not isinstance(loggers, list):
+        return
+    state = torch.load(path, map_location="cpu", weights_only=True).get("callbacks", {})
+    saved = next((v["loggers"] for k, v in state.items() if k.startswith("RunIdentity")), [])
+    for logger, run in zip(loggers, saved):
+        if not str(logger.get("class_path", "")).endswith(run["type"]) or run["version"] is None:
+            continue
+        if run["type"] == "WandbLogger":
+            logger.init_args.update({"id": run["version"], "resume": "allow"})
+        else:
+            logger.init_args["version"] = run["version"]
 
 
 def main(args: list[str] | None = None) -> DetectorCLI:

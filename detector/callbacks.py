@@ -5,14 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+import random
+
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from torch import nn
 
 from detector.visualize import denormalize, detection_grid, figure_to_array
 
-__all__ = ["StagedFreezing", "apply_freeze", "ValidationPictures", "per_class_table"]
+__all__ = ["StagedFreezing", "apply_freeze", "RNGState", "RunIdentity", "ValidationPictures", "per_class_table"]
 
 _BATCHNORM = (nn.modules.batchnorm._BatchNorm,)
 
@@ -45,6 +48,57 @@ class StagedFreezing(L.Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: Any) -> None:
         frozen = pl_module.frozen_groups(trainer.current_epoch)
         apply_freeze(pl_module.model.layer_groups, frozen, pl_module.train_bn)
+
+
+class RNGState(L.Callback):
+    """Saves the global RNG states (torch CPU and CUDA, NumPy, ``random``) with every checkpoint and
+    restores them on resume, so a resumed run draws the same dropout masks as an uninterrupted one.
+
+    Lightning restores epoch, step, optimiser and scheduler but not these. The data pipeline does not
+    need them (its shuffling and augmentation are seeded by (seed, epoch, index)); dropout does.
+    Stored as tensors and plain lists, so checkpoints still load with ``weights_only=True``.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        state = {
+            "torch": torch.get_rng_state(),
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+            "python": random.getstate(),
+        }
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        torch.set_rng_state(state["torch"])
+        kind, keys, pos, has_gauss, gauss = state["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+        random.setstate(_tuples(state["python"]))
+        if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _tuples(x: Any) -> Any:
+    """``random.setstate`` wants the nested tuples back (a checkpoint may hand over lists)."""
+    return tuple(_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+class RunIdentity(L.Callback):
+    """Records each logger's run id (TensorBoard/CSV ``version``, wandb run ``id``) in checkpoints.
+
+    ``train.py fit --ckpt_path ...`` reads them back before building the loggers, so a resumed run
+    keeps writing to the same dashboard run instead of starting a new one.
+    """
+
+    def __init__(self) -> None:
+        self.loggers: list[dict[str, Any]] = []
+
+    def setup(self, trainer: L.Trainer, pl_module: Any, stage: str) -> None:
+        self.loggers = [{"type": type(lg).__name__, "version": lg.version} for lg in trainer.loggers]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"loggers": self.loggers}
 
 
 def per_class_table(class_names: Sequence[str], per_class: dict[str, Any]) -> str:

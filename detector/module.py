@@ -18,7 +18,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics import MeanMetric
 
 from detector.anchors import Anchors, make_anchors
-from detector.callbacks import StagedFreezing
+from detector.callbacks import RNGState, RunIdentity, StagedFreezing
 from detector.loss import SSDLoss
 from detector.metrics import DetectionMetrics
 from detector.model import build_ssd
@@ -343,8 +343,9 @@ class DetectorModule(L.LightningModule):
 
     # ----------------------------------------------------------------------------------- freeze
     def configure_callbacks(self) -> list[L.Callback]:
-        """The recipe's freezing travels with the model, so every entry point applies it."""
-        return [StagedFreezing()]
+        """The recipe's freezing and what exact resumption needs travel with the model, so every
+        entry point (train.py, a hand-made Trainer) has them."""
+        return [StagedFreezing(), RNGState(), RunIdentity()]
 
     def frozen_groups(self, epoch: int) -> tuple[int, ...]:
         """Body layer groups frozen at ``epoch`` under the recipe."""
