@@ -97,6 +97,7 @@ class LoadedSplit:
     class_names: list[str]
     json_path: Path
     report: LoadReport = field(repr=False)
+    category_ids: list[int] = field(default_factory=list)  # the JSON id of label i is category_ids[i]
 
     def summary(self) -> str:
         r = self.report
@@ -199,7 +200,13 @@ def load_records(
             "%s: skipped %d images and %d annotations (%d problems); kept %d images",
             json_path, report.skipped_images, report.skipped_annotations, len(ctx.messages), report.images,
         )
-    return LoadedSplit(records=records, class_names=class_names, json_path=json_path, report=report)
+    return LoadedSplit(
+        records=records,
+        class_names=class_names,
+        json_path=json_path,
+        report=report,
+        category_ids=list(category_index),  # dicts keep insertion order: label order
+    )
 
 
 # ---------------------------------------------------------------------------------------------

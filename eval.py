@@ -1,0 +1,167 @@
+"""Evaluate a checkpoint on a split: the mAP table, ``metrics.json`` and COCO-format detections.
+
+    python eval.py --checkpoint runs/shapes/checkpoints/best.ckpt --split val --out runs/shapes/eval
+    python eval.py --checkpoint CKPT --data configs/lesson9_ssd.yaml --split test --out out/voc_test
+    python eval.py --checkpoint CKPT --json my_test.json --image-dir my_images --out out/mine
+
+The data comes from the checkpoint (the data module it was trained with), from another config's
+``data:`` section (``--data``), or from any COCO-format JSON + image folder (``--json``,
+``--image-dir``). Images are only resized (no augmentation), exactly as in validation.
+
+Writes ``OUT/metrics.json`` (``map``, ``map_50``, ``map_75``, ``voc07_map_50``, ``voc_map_50``,
+``per_class``: {class: {ap, ap_50, ap_75, voc07_ap_50, voc_ap_50, objects}}, plus the split and
+checkpoint) and ``OUT/detections.json``: COCO results (``image_id``, ``category_id`` = the JSON's
+id, ``bbox`` = ``[x, y, w, h]`` in original-image pixels, ``score``), which pycocotools'
+``COCO.loadRes`` reads directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from tqdm import tqdm
+
+from detector.boxes import xyxy_to_xywh
+from detector.data.datamodule import DetectionDataModule
+from detector.metrics import DetectionMetrics
+from detector.module import DetectorModule
+from detector.postprocess import to_pixels
+
+SPLITS = ("train", "val", "test")
+
+
+def _data_args(args: argparse.Namespace, checkpoint: dict[str, Any], model: DetectorModule) -> dict[str, Any]:
+    """The DataModule's arguments: the checkpoint's, overridden by ``--data`` or ``--json``."""
+    data = dict(checkpoint.get("datamodule_hyper_parameters") or {})
+    data.pop("_instantiator", None)
+    if args.data:
+        config = yaml.safe_load(Path(args.data).read_text())
+        section = config.get("data", config)
+        data.update(section.get("init_args", section))
+    if args.json:
+        data.update({f"{s}_json": None for s in SPLITS})
+        data[f"{args.split}_json"] = args.json
+    if args.image_dir:
+        data["image_dir"] = args.image_dir
+    if not data.get("image_dir"):
+        raise SystemExit("eval.py: no data: the checkpoint has none; give --data CONFIG or --json + --image-dir")
+    # What the network was trained with, whatever the data config says.
+    backbone = model.model.backbone
+    data.update(image_size=model.hparams.image_size, mean=tuple(backbone.mean), std=tuple(backbone.std))
+    data.update(num_workers=args.workers, batch_size=args.batch_size, generate=None)
+    return data
+
+
+@torch.no_grad()
+def evaluate(
+    model: DetectorModule, dm: DetectionDataModule, split: str, device: torch.device
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Run ``model`` over ``split``; return (metrics.json content, COCO results)."""
+    dm.setup({"val": "validate", "test": "test"}.get(split, "fit"))
+    loaded = dm.splits[split]
+    loader = dm._loader(split, "none", train=False)
+    metric = DetectionMetrics(model.hparams.num_classes).to(device)
+    results: list[dict[str, Any]] = []
+    model.eval().to(device)
+    for batch in tqdm(loader, desc=f"eval {split}", file=sys.stderr):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        dets = to_pixels(model.detect(batch["images"]), batch["sizes"])
+        metric.update(dets, model._targets_in_pixels(batch))
+        for image_id, det in zip(batch["image_ids"].tolist(), dets):
+            for box, score, label in zip(xyxy_to_xywh(det["boxes"]).tolist(), det["scores"].tolist(), det["labels"].tolist()):
+                results.append(
+                    {
+                        "image_id": image_id,
+                        "category_id": loaded.category_ids[label],
+                        "bbox": [round(v, 2) for v in box],
+                        "score": round(score, 5),
+                    }
+                )
+    r = metric.compute()
+    pc = r["per_class"]
+
+    def num(x: Any) -> float | None:
+        x = float(x)
+        return None if math.isnan(x) else x
+
+    metrics = {key: num(r[key]) for key in ("map", "map_50", "map_75", "voc07_map_50", "voc_map_50")}
+    metrics["per_class"] = {
+        name: {
+            "ap": num(pc["map"][i]),
+            "ap_50": num(pc["map_50"][i]),
+            "ap_75": num(pc["map_75"][i]),
+            "voc07_ap_50": num(pc["voc07_map_50"][i]),
+            "voc_ap_50": num(pc["voc_map_50"][i]),
+            "objects": int(pc["num_positives"][i]),
+        }
+        for i, name in enumerate(model.class_names)
+    }
+    metrics.update(split=split, json=str(loaded.json_path), images=len(loaded.records))
+    return metrics, results
+
+
+def format_table(metrics: dict[str, Any]) -> str:
+    """The summary and per-class AP as a markdown table."""
+
+    def f(x: float | None) -> str:
+        return "  n/a" if x is None else f"{x:.3f}"
+
+    lines = [
+        f"{metrics['split']}: {metrics['images']} images ({metrics['json']})",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        f"| COCO mAP@[.5:.95] | {f(metrics['map'])} |",
+        f"| mAP@0.5 | {f(metrics['map_50'])} |",
+        f"| mAP@0.75 | {f(metrics['map_75'])} |",
+        f"| VOC07 11-point mAP@0.5 | {f(metrics['voc07_map_50'])} |",
+        f"| VOC all-point mAP@0.5 | {f(metrics['voc_map_50'])} |",
+        "",
+        "| class | objects | AP | AP@0.5 | AP@0.75 | VOC07 AP@0.5 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, c in metrics["per_class"].items():
+        lines.append(f"| {name} | {c['objects']} | {f(c['ap'])} | {f(c['ap_50'])} | {f(c['ap_75'])} | {f(c['voc07_ap_50'])} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="a .ckpt written by train.py")
+    parser.add_argument("--split", default="val", choices=SPLITS)
+    parser.add_argument("--data", help="a YAML whose data: section replaces the checkpoint's")
+    parser.add_argument("--json", help="a COCO-format JSON to evaluate on (as --split)")
+    parser.add_argument("--image-dir", help="the folder the JSON's file_names resolve against")
+    parser.add_argument("--out", required=True, help="folder for metrics.json and detections.json")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... or auto")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args(argv)
+
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    checkpoint = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
+    model = DetectorModule.load_from_checkpoint(args.checkpoint, map_location="cpu", weights="none")
+    dm = DetectionDataModule(**_data_args(args, checkpoint, model))
+    if dm.class_names != model.class_names:
+        raise SystemExit(f"eval.py: the data's classes {dm.class_names} differ from the checkpoint's {model.class_names}")
+    metrics, results = evaluate(model, dm, args.split, device)
+    metrics["checkpoint"] = str(args.checkpoint)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (out / "detections.json").write_text(json.dumps(results) + "\n")
+    print(format_table(metrics))
+    print(f"\nwrote {out / 'metrics.json'} and {out / 'detections.json'} ({len(results)} detections)")
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
