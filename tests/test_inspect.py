@@ -1,0 +1,115 @@
+"""python -m detector.inspect: the debug config's anchors, matches and augmented batches, on data
+generated into a temporary folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+import yaml
+from PIL import Image
+
+from coco_files import write_jpeg, write_json
+from detector.anchors import make_anchors
+from detector.data.records import load_records
+from detector.data.shapes import CLASS_NAMES
+from detector.data.transforms import IMAGENET_MEAN
+from detector.inspect import load_config, main, match_statistics
+from detector.module import AnchorConfig, DetectorModule, HeadConfig
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """configs/debug.yaml with its data written into a temporary folder, and fewer, smaller images."""
+    root = tmp_path_factory.mktemp("inspect")
+    cfg = yaml.safe_load((REPO / "configs" / "debug.yaml").read_text())
+    data = root / "shapes"
+    cfg["data"].update(
+        train_json=str(data / "shapes_train.json"),
+        val_json=str(data / "shapes_val.json"),
+        image_dir=str(data / "JPEGImages"),
+        generate={"n_train": 6, "n_val": 2, "image_size": 64},
+        batch_size=4,
+    )
+    path = root / "debug.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_load_config_links_the_model_to_the_data(config):
+    cfg = load_config(config)
+    model = yaml.safe_load(config.read_text())["model"]
+    assert cfg.image_size == model["image_size"] == cfg.data["image_size"]
+    assert cfg.anchors.grids == tuple(model["anchors"]["grids"]) and cfg.anchors.k == 9
+    assert len(cfg.anchors) == 9 * sum(g * g for g in model["anchors"]["grids"])
+    assert cfg.data["mean"] == IMAGENET_MEAN  # resnet18's statistics, as train.py links them
+    assert cfg.iou_threshold == 0.4
+
+
+def test_inspect_anchors_matches_and_batch(config, tmp_path):
+    out = tmp_path / "out"
+    assert [p.name for p in main(["anchors", "--config", str(config), "--out", str(out)])] == ["anchors.png"]
+    written = main(["matches", "--config", str(config), "--out", str(out), "--images", "3"])
+    assert [p.name for p in written] == ["matches.png", "matches.txt"]
+    written = main(["batch", "--config", str(config), "--out", str(out), "--images", "4", "--batches", "2"])
+    assert [p.name for p in written] == ["batch_0.png"]  # 6 train images in batches of 4, last one dropped
+    for name in ("anchors.png", "matches.png", "batch_0.png"):
+        width, height = Image.open(out / name).size
+        assert width > 300 and height > 200
+    # The data was generated where the config points, not into the repository.
+    data = Path(yaml.safe_load(config.read_text())["data"]["train_json"])
+    objects = len(json.loads(data.read_text())["annotations"])
+    assert f"objects: {objects};" in (out / "matches.txt").read_text()
+
+
+def test_inspect_predictions_uses_the_checkpoints_size(config, tmp_path):
+    """A 64 px checkpoint on a config whose model says 96 px: the checkpoint decides, as in eval.py."""
+    model = DetectorModule(
+        num_classes=7, class_names=CLASS_NAMES, backbone="resnet18", weights="none", image_size=64,
+        anchors=AnchorConfig(grids=[2, 1]), head=HeadConfig(channels=32),
+    )
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, accelerator="cpu", devices=1, enable_progress_bar=False)
+    trainer.strategy.connect(model)
+    trainer.save_checkpoint(tmp_path / "tiny.ckpt", weights_only=True)
+    out = tmp_path / "out"
+    written = main(["predictions", "--config", str(config), "--out", str(out), "--checkpoint", str(tmp_path / "tiny.ckpt"),
+                    "--images", "2", "--score", "0"])
+    assert [p.name for p in written] == ["raw_predictions.png", "detections.png"]
+    assert all(Image.open(p).size[0] > 300 for p in written)
+    with pytest.raises(SystemExit):
+        main(["predictions", "--config", str(config), "--out", str(out)])  # no --checkpoint
+
+
+def test_inspect_anchors_on_a_picture(config, tmp_path, voc_sample):
+    photo = voc_sample / "JPEGImages" / "000022.jpg"
+    (path,) = main(["anchors", "--config", str(config), "--out", str(tmp_path), "--image", str(photo), "--palette", "64"])
+    assert path.stat().st_size > 10_000 and Image.open(path).mode == "P"
+
+
+def test_match_statistics_counts_forced_only_and_unmatched_objects(tmp_path):
+    """On a 1x1 grid with one anchor (the whole image): an object equal to it is matched by IoU; a
+    small object only by force; of two small objects sharing that anchor, the later one wins it
+    and the earlier one is left with none."""
+    anchors = make_anchors([1], [1.0], [(1.0, 1.0)])
+    boxes = {1: [[0, 0, 100, 100]], 2: [[10, 10, 20, 20]], 3: [[10, 10, 20, 20], [60, 60, 80, 80]]}
+    data = {
+        "images": [{"id": i, "file_name": f"{i}.jpg", "width": 100, "height": 100} for i in boxes],
+        "annotations": [
+            {"id": 10 * i + j, "image_id": i, "bbox": [x1, y1, x2 - x1, y2 - y1], "category_id": 1 + j}
+            for i, bs in boxes.items() for j, (x1, y1, x2, y2) in enumerate(bs)
+        ],
+        "categories": [{"id": 1, "name": "first"}, {"id": 2, "name": "second"}],
+    }
+    for i in boxes:
+        write_jpeg(tmp_path / f"{i}.jpg", 100, 100)
+    split = load_records(write_json(tmp_path / "d.json", data), tmp_path)
+    stats = match_statistics(split, anchors, iou_threshold=0.4)
+    assert stats["objects"] == 4
+    assert stats["forced_only"] == 2  # image 2's object, image 3's second object
+    assert stats["unmatched"] == 1  # image 3's first object
+    assert stats["positives_per_object"] == (pytest.approx(0.75), 0, 1)
+    assert stats["per_class"] == {"first": (3, 1, 1), "second": (1, 1, 0)}
