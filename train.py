@@ -23,7 +23,7 @@ from lightning.pytorch.cli import LightningCLI
 from detector.data.datamodule import DetectionDataModule
 from detector.lr_finder import lr_range_test
 from detector.model import backbone_stats
-from detector.module import DetectorModule
+from detector.module import StagedModule
 
 
 def _total_epochs(stages: Any) -> int:
@@ -41,7 +41,7 @@ class DetectorTrainer(Trainer):
 
     def lr_find(
         self,
-        model: DetectorModule,
+        model: StagedModule,
         datamodule: DetectionDataModule,
         min_lr: float = 1e-5,
         max_lr: float = 1.0,
@@ -66,12 +66,12 @@ class DetectorCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: Any) -> None:
         # The DataModule shards its data itself under DDP (no padded duplicates in evaluation).
         parser.set_defaults({"trainer.use_distributed_sampler": False})
-        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
-        parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
-        parser.link_arguments("model.image_size", "data.image_size")
-        parser.link_arguments("model.backbone", "data.mean", compute_fn=lambda name: backbone_stats(name)[0])
-        parser.link_arguments("model.backbone", "data.std", compute_fn=lambda name: backbone_stats(name)[1])
-        parser.link_arguments("model.stages", "trainer.max_epochs", compute_fn=_total_epochs)
+        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
+        parser.link_arguments("model.init_args.image_size", "data.image_size")
+        parser.link_arguments("model.init_args.backbone", "data.mean", compute_fn=lambda name: backbone_stats(name)[0])
+        parser.link_arguments("model.init_args.backbone", "data.std", compute_fn=lambda name: backbone_stats(name)[1])
+        parser.link_arguments("model.init_args.stages", "trainer.max_epochs", compute_fn=_total_epochs)
 
     def before_instantiate_classes(self) -> None:
         if self.subcommand == "fit":
@@ -113,8 +113,9 @@ def continue_logger_runs(config: Any) -> None:
 
 def main(args: list[str] | None = None) -> DetectorCLI:
     return DetectorCLI(
-        DetectorModule,
+        StagedModule,  # the task: DetectorModule, or a stepping stone of the lessons (YAML class_path)
         DetectionDataModule,
+        subclass_mode_model=True,
         trainer_class=DetectorTrainer,
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,  # the module's discriminative groups + recipe schedule

@@ -31,6 +31,7 @@ __all__ = [
     "LossConfig",
     "OptimizerConfig",
     "PostprocessConfig",
+    "StagedModule",
     "DetectorModule",
     "NonFiniteLossError",
 ]
@@ -113,8 +114,12 @@ def _default_stages() -> list[Stage]:
     return [Stage(epochs=10, freeze="body", lr_mult=1.0), Stage(epochs=10, freeze="groups_0", lr_mult=0.25)]
 
 
-class DetectorModule(L.LightningModule):
-    """The lesson's SSD as a LightningModule.
+class StagedModule(L.LightningModule):
+    """What every task of the lessons shares: an ImageNet body plus a head, split into the three
+    layer groups (body group 0, body group 1, head), the lesson's discriminative learning rates
+    ``lr * lr_mult`` per group, the staged 1cycle recipe, staged freezing, and what exact
+    resumption needs. A subclass builds ``self.model`` (an ``nn.Module`` with ``layer_groups`` and
+    ``param_groups()``), calls :meth:`_model_ready`, and writes its own steps.
 
     Args:
         num_classes: C, real classes (linked from the data module by ``train.py``).
@@ -122,13 +127,115 @@ class DetectorModule(L.LightningModule):
         backbone: ``resnet18 | resnet34 | resnet50 | efficientnet_lite0``.
         weights: ``imagenet | none | <path to a state dict>``.
         image_size: S, the square input side (linked to the data module's).
-        anchors, head, loss, postprocess, optimizer: see their dataclasses.
+        optimizer: see :class:`OptimizerConfig`.
         stages: the recipe; the trainer's ``max_epochs`` is their total (linked by ``train.py``).
         train_bn: BatchNorm in frozen groups keeps training, as fastai does (``False`` freezes its
             affine parameters and running statistics too, so no gradient flows through a frozen
             body at all: on a CPU that makes a head-only stage about twice as fast).
         channels_last: run the network in NHWC memory format (on this 2-core CPU it trains an
             EfficientNet-Lite0 SSD about 2x faster; on GPUs it is what tensor cores want).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        class_names: list[str] | None,
+        backbone: str,
+        weights: str,
+        image_size: int,
+        optimizer: OptimizerConfig | None,
+        stages: list[Stage] | None,
+        train_bn: bool,
+        channels_last: bool,
+    ) -> None:
+        super().__init__()
+        # Checkpoints store the configs as plain dicts (hparams); the CLI passes the dataclasses.
+        self.optim_cfg = _config(OptimizerConfig, optimizer)
+        self.stages = tuple(_config(Stage, s) for s in stages) if stages else tuple(_default_stages())
+        class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        if len(class_names) != num_classes:
+            raise ValueError(f"{num_classes=} but {len(class_names)} class names were given: {class_names}")
+        self.class_names = class_names
+        self.train_bn, self.channels_last = train_bn, channels_last
+        self._recipe = {
+            "num_classes": num_classes,
+            "class_names": class_names,
+            "backbone": backbone,
+            "weights": weights,
+            "image_size": image_size,
+            "optimizer": asdict(self.optim_cfg),
+            "stages": [asdict(s) for s in self.stages],
+            "train_bn": train_bn,
+            "channels_last": channels_last,
+        }
+
+    def _model_ready(self, **task_hparams: Any) -> None:
+        """Call once ``self.model`` exists: saves every hyperparameter, sets the memory format."""
+        self.save_hyperparameters({**self._recipe, **task_hparams})
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+
+    def forward(self, images: Tensor) -> Any:
+        """``(B, 3, S, S)`` normalised images -> the network's raw outputs."""
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.model(images)
+
+    def check_finite(self, terms: dict[str, Tensor], batch: dict[str, Tensor], batch_idx: int) -> None:
+        """Stop at the first non-finite training loss, naming the step and the batch's image ids
+        (the checkpoints already written are left as they are: the last good one survives)."""
+        if torch.isfinite(terms["loss"]):
+            return
+        raise NonFiniteLossError(
+            f"non-finite training loss at global step {self.global_step} (epoch {self.current_epoch}, "
+            f"batch {batch_idx}): " + ", ".join(f"{k}={v.item()}" for k, v in terms.items())
+            + f"; image ids in the batch: {batch['image_ids'].tolist()}"
+        )
+
+    # ---------------------------------------------------------------------------- optimisation
+    def configure_optimizers(self) -> dict[str, Any]:
+        """All three parameter groups exist from the first step (frozen ones simply get no gradient),
+        so resuming never meets a changed optimiser (Lightning issue #6891)."""
+        cfg = self.optim_cfg
+        groups = [
+            {"params": params, "lr": cfg.lr * mult, "name": name}
+            for params, mult, name in zip(self.model.param_groups(), cfg.lr_mult, ("group0", "group1", "head"))
+        ]
+        if cfg.name == "sgd":
+            opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        else:
+            cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
+            opt = cls(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        schedule = OneCycle(self.stages, self._steps_per_epoch(), div=cfg.div, cut_div=cfg.cut_div)
+        # A plain function, not the OneCycle object: LambdaLR would pickle a callable object into the
+        # checkpoint, and checkpoints must stay loadable with torch.load(weights_only=True).
+        scheduler = LambdaLR(opt, lambda step: schedule(step))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _steps_per_epoch(self) -> int:
+        trainer = self.trainer
+        epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else total_epochs(self.stages)
+        total = trainer.estimated_stepping_batches
+        if total == float("inf"):
+            raise ValueError("set trainer.max_epochs (train.py links it to the sum of model.stages)")
+        return max(int(total) // max(epochs, 1), 1)
+
+    # ----------------------------------------------------------------------------------- freeze
+    def configure_callbacks(self) -> list[L.Callback]:
+        """The recipe's freezing and what exact resumption needs travel with the model, so every
+        entry point (train.py, a hand-made Trainer) has them."""
+        return [StagedFreezing(), RNGState(), RunIdentity()]
+
+    def frozen_groups(self, epoch: int) -> tuple[int, ...]:
+        """Body layer groups frozen at ``epoch`` under the recipe."""
+        return FREEZE[self.stages[stage_at_epoch(self.stages, epoch)].freeze]
+
+
+class DetectorModule(StagedModule):
+    """The lesson's SSD as a LightningModule.
+
+    Args (beyond :class:`StagedModule`'s):
+        anchors, head, loss, postprocess: see their dataclasses.
     """
 
     def __init__(
@@ -147,35 +254,10 @@ class DetectorModule(L.LightningModule):
         train_bn: bool = True,
         channels_last: bool = True,
     ) -> None:
-        super().__init__()
-        # Checkpoints store these as plain dicts (hparams); the CLI passes the dataclasses.
+        super().__init__(num_classes, class_names, backbone, weights, image_size, optimizer, stages, train_bn, channels_last)
         anchors, head = _config(AnchorConfig, anchors), _config(HeadConfig, head)
         loss, postprocess = _config(LossConfig, loss), _config(PostprocessConfig, postprocess)
-        optimizer = _config(OptimizerConfig, optimizer)
-        stages = [_config(Stage, s) for s in stages] if stages else _default_stages()
-        class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
-        if len(class_names) != num_classes:
-            raise ValueError(f"{num_classes=} but {len(class_names)} class names were given: {class_names}")
-        self.save_hyperparameters(
-            {
-                "num_classes": num_classes,
-                "class_names": class_names,
-                "backbone": backbone,
-                "weights": weights,
-                "image_size": image_size,
-                "anchors": asdict(anchors),
-                "head": asdict(head),
-                "loss": asdict(loss),
-                "postprocess": asdict(postprocess),
-                "optimizer": asdict(optimizer),
-                "stages": [asdict(s) for s in stages],
-                "train_bn": train_bn,
-                "channels_last": channels_last,
-            }
-        )
-        self.class_names = class_names
-        self.stages = tuple(stages)
-        self.optim_cfg, self.post_cfg, self.train_bn = optimizer, postprocess, train_bn
+        self.post_cfg = postprocess
         self.model = build_ssd(
             num_classes=num_classes,
             backbone=backbone,
@@ -189,9 +271,7 @@ class DetectorModule(L.LightningModule):
             bias=head.bias,
             channels=head.channels,
         )
-        self.channels_last = channels_last
-        if channels_last:
-            self.model.to(memory_format=torch.channels_last)
+        self._model_ready(anchors=asdict(anchors), head=asdict(head), loss=asdict(loss), postprocess=asdict(postprocess))
         a = make_anchors(anchors.grids, anchors.zooms, anchors.ratios)
         self.register_buffer("anchor_cxcywh", a.cxcywh, persistent=False)  # (A, 4)
         self.register_buffer("anchor_cell", a.cell_size, persistent=False)  # (A, 1)
@@ -207,12 +287,6 @@ class DetectorModule(L.LightningModule):
     def anchors(self) -> Anchors:
         """The anchor set on the module's device."""
         return Anchors(self.anchor_cxcywh, self.anchor_cell, *self._anchor_meta)
-
-    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        """``(B, 3, S, S)`` normalised images -> ``(cls_logits (B, A, C), box_deltas (B, A, 4))``."""
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        return self.model(images)
 
     def detect(self, images: Tensor, score_threshold: float | None = None) -> list[dict[str, Tensor]]:
         """Images -> per-image detections, boxes xyxy in ``[0, 1]`` (see :func:`postprocess`)."""
@@ -238,13 +312,7 @@ class DetectorModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         terms, _ = self._loss(batch)
-        if not torch.isfinite(terms["loss"]):
-            ids = batch["image_ids"].tolist()
-            raise NonFiniteLossError(
-                f"non-finite training loss at global step {self.global_step} (epoch {self.current_epoch}, "
-                f"batch {batch_idx}): " + ", ".join(f"{k}={v.item()}" for k, v in terms.items())
-                + f"; image ids in the batch: {ids}"
-            )
+        self.check_finite(terms, batch, batch_idx)
         B = batch["images"].shape[0]
         self.log_dict({f"train/{k}": v for k, v in terms.items()}, on_step=True, on_epoch=True, batch_size=B)
         return terms["loss"]
@@ -311,42 +379,3 @@ class DetectorModule(L.LightningModule):
         for det, image_id in zip(dets, batch["image_ids"]):
             det["image_id"] = image_id
         return dets
-
-    # ---------------------------------------------------------------------------- optimisation
-    def configure_optimizers(self) -> dict[str, Any]:
-        """All three parameter groups exist from the first step (frozen ones simply get no gradient),
-        so resuming never meets a changed optimiser (Lightning issue #6891)."""
-        cfg = self.optim_cfg
-        groups = [
-            {"params": params, "lr": cfg.lr * mult, "name": name}
-            for params, mult, name in zip(self.model.param_groups(), cfg.lr_mult, ("group0", "group1", "head"))
-        ]
-        if cfg.name == "sgd":
-            opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        else:
-            cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
-            opt = cls(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        steps_per_epoch = self._steps_per_epoch()
-        schedule = OneCycle(self.stages, steps_per_epoch, div=cfg.div, cut_div=cfg.cut_div)
-        # A plain function, not the OneCycle object: LambdaLR would pickle a callable object into the
-        # checkpoint, and checkpoints must stay loadable with torch.load(weights_only=True).
-        scheduler = LambdaLR(opt, lambda step: schedule(step))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    def _steps_per_epoch(self) -> int:
-        trainer = self.trainer
-        epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else total_epochs(self.stages)
-        total = trainer.estimated_stepping_batches
-        if total == float("inf"):
-            raise ValueError("set trainer.max_epochs (train.py links it to the sum of model.stages)")
-        return max(int(total) // max(epochs, 1), 1)
-
-    # ----------------------------------------------------------------------------------- freeze
-    def configure_callbacks(self) -> list[L.Callback]:
-        """The recipe's freezing and what exact resumption needs travel with the model, so every
-        entry point (train.py, a hand-made Trainer) has them."""
-        return [StagedFreezing(), RNGState(), RunIdentity()]
-
-    def frozen_groups(self, epoch: int) -> tuple[int, ...]:
-        """Body layer groups frozen at ``epoch`` under the recipe."""
-        return FREEZE[self.stages[stage_at_epoch(self.stages, epoch)].freeze]

@@ -184,15 +184,17 @@ trainer:
     - class_path: lightning.pytorch.callbacks.ModelCheckpoint
       init_args: {{dirpath: {tmp_path}/checkpoints, filename: best, monitor: val/map_50, mode: max, save_last: true, enable_version_counter: false}}
 model:
-  backbone: resnet18
-  weights: none
-  image_size: 64
-  anchors: {{grids: [2, 1]}}
-  head: {{dropout: 0.3, head_dropout: 0.3, channels: 32}}
-  optimizer: {{lr: 0.01}}
-  stages:
-    - {{epochs: 1, freeze: body}}
-    - {{epochs: {epochs - 1}, freeze: none, lr_mult: 0.5}}
+  class_path: detector.module.DetectorModule
+  init_args:
+    backbone: resnet18
+    weights: none
+    image_size: 64
+    anchors: {{grids: [2, 1]}}
+    head: {{dropout: 0.3, head_dropout: 0.3, channels: 32}}
+    optimizer: {{lr: 0.01}}
+    stages:
+      - {{epochs: 1, freeze: body}}
+      - {{epochs: {epochs - 1}, freeze: none, lr_mult: 0.5}}
 {extra_model}
 data:
   image_dir: {root}/JPEGImages
