@@ -42,7 +42,7 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_load_config_links_the_model_to_the_data(config):
     cfg = load_config(config)
-    model = yaml.safe_load(config.read_text())["model"]
+    model = yaml.safe_load(config.read_text())["model"]["init_args"]
     assert cfg.image_size == model["image_size"] == cfg.data["image_size"]
     assert cfg.anchors.grids == tuple(model["anchors"]["grids"]) and cfg.anchors.k == 9
     assert len(cfg.anchors) == 9 * sum(g * g for g in model["anchors"]["grids"])
