@@ -6,7 +6,10 @@
 
 The data comes from the checkpoint (the data module it was trained with), from another config's
 ``data:`` section (``--data``), or from any COCO-format JSON + image folder (``--json``,
-``--image-dir``). Images are only resized (no augmentation), exactly as in validation.
+``--image-dir``). Images are only resized (no augmentation), exactly as in validation. A checkpoint
+that cannot be read, that holds another task than the detector, or whose classes differ from the
+data's, stops it with a message naming the file. Under the data's ``on_bad_record: skip``, images
+that cannot be read are left out and listed in ``metrics.json`` (``skipped_images``).
 
 Writes ``OUT/metrics.json`` (``map``, ``map_50``, ``map_75``, ``voc07_map_50``, ``voc_map_50``,
 ``per_class``: {class: {ap, ap_50, ap_75, voc07_ap_50, voc_ap_50, objects}}, plus the split and
@@ -29,9 +32,10 @@ import yaml
 from tqdm import tqdm
 
 from detector.boxes import xyxy_to_xywh
+from detector.checks import CheckpointError, read_checkpoint
 from detector.data.datamodule import DetectionDataModule
 from detector.metrics import DetectionMetrics
-from detector.module import DetectorModule
+from detector.module import CheckpointMismatchError, DetectorModule
 from detector.postprocess import to_pixels
 
 SPLITS = ("train", "val", "test")
@@ -69,8 +73,12 @@ def evaluate(
     loader = dm._loader(split, "none", train=False)
     metric = DetectionMetrics(model.hparams.num_classes).to(device)
     results: list[dict[str, Any]] = []
+    skipped: list[int] = []
     model.eval().to(device)
     for batch in tqdm(loader, desc=f"eval {split}", file=sys.stderr):
+        skipped += batch["skipped_ids"].tolist()
+        if not len(batch["images"]):  # every image of the batch was skipped as unreadable
+            continue
         batch = {k: v.to(device) for k, v in batch.items()}
         dets = to_pixels(model.detect(batch["images"]), batch["sizes"])
         metric.update(dets, model._targets_in_pixels(batch))
@@ -103,8 +111,25 @@ def evaluate(
         }
         for i, name in enumerate(model.class_names)
     }
-    metrics.update(split=split, json=str(loaded.json_path), images=len(loaded.records))
+    metrics.update(split=split, json=str(loaded.json_path), images=len(loaded.records) - len(skipped), skipped_images=skipped)
     return metrics, results
+
+
+def load_detector(path: str) -> tuple[dict[str, Any], DetectorModule]:
+    """(the checkpoint's contents, the DetectorModule it holds, on the CPU); SystemExit naming the
+    file when it cannot be read or does not hold a detector."""
+    try:
+        checkpoint = read_checkpoint(path)
+    except CheckpointError as e:
+        raise SystemExit(f"eval.py: {e}") from None
+    task = checkpoint.get("task_class")  # written by the stepping-stone tasks (detector.tasks)
+    if task is not None and not task.endswith(".DetectorModule"):
+        raise SystemExit(f"eval.py: {path} holds a {task}, not a detector: evaluate it with train.py validate --ckpt_path")
+    try:
+        model = DetectorModule.load_from_checkpoint(path, map_location="cpu", weights="none")
+    except CheckpointMismatchError as e:
+        raise SystemExit(f"eval.py: {path} does not hold a DetectorModule of this code's version: {e}") from None
+    return checkpoint, model
 
 
 def format_table(metrics: dict[str, Any]) -> str:
@@ -113,8 +138,9 @@ def format_table(metrics: dict[str, Any]) -> str:
     def f(x: float | None) -> str:
         return "  n/a" if x is None else f"{x:.3f}"
 
+    skipped = f", {len(metrics['skipped_images'])} skipped as unreadable" if metrics.get("skipped_images") else ""
     lines = [
-        f"{metrics['split']}: {metrics['images']} images ({metrics['json']})",
+        f"{metrics['split']}: {metrics['images']} images ({metrics['json']}){skipped}",
         "",
         "| metric | value |",
         "|---|---|",
@@ -146,8 +172,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
 
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
-    checkpoint = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
-    model = DetectorModule.load_from_checkpoint(args.checkpoint, map_location="cpu", weights="none")
+    checkpoint, model = load_detector(args.checkpoint)
     dm = DetectionDataModule(**_data_args(args, checkpoint, model))
     if dm.class_names != model.class_names:
         raise SystemExit(f"eval.py: the data's classes {dm.class_names} differ from the checkpoint's {model.class_names}")

@@ -1,21 +1,41 @@
-"""Callbacks: the staged freezing of the lesson's recipe, and pictures + per-class AP for the dashboards."""
+"""Callbacks: the staged freezing of the lesson's recipe; what exact resumption needs (RNG states,
+logger run ids, checkpoints that a kill cannot truncate); guards of a long run (no evaluating or
+checkpointing non-finite weights, counts of the images used and skipped); and pictures + per-class
+AP for the dashboards."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import random
+import tempfile
 from pathlib import Path
 from typing import Any, Sequence
-
-import random
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.strategies import DDPStrategy
 from torch import nn
 
+from detector.schedule import FREEZE
 from detector.visualize import denormalize, detection_grid, figure_to_array
 
-__all__ = ["StagedFreezing", "apply_freeze", "RNGState", "RunIdentity", "ValidationPictures", "per_class_table"]
+__all__ = [
+    "AtomicCheckpointIO",
+    "AtomicCheckpoints",
+    "FiniteWeights",
+    "ImageCounts",
+    "NonFiniteWeightsError",
+    "StagedFreezing",
+    "apply_freeze",
+    "RNGState",
+    "RunIdentity",
+    "ValidationPictures",
+    "per_class_table",
+]
 
 _BATCHNORM = (nn.modules.batchnorm._BatchNorm,)
 
@@ -43,7 +63,24 @@ class StagedFreezing(L.Callback):
     The stage is a pure function of the epoch (``DetectorModule.frozen_groups``), so a run resumed
     from a checkpoint freezes exactly what the interrupted run froze, and the optimiser (which holds
     every group from the first step) never changes shape.
+
+    Under DDP, parameters that a stage freezes get no gradient, which DDP treats as an error (at the
+    second step) unless told to look for unused parameters each step; so a recipe that freezes
+    anything is refused before training unless the strategy is ``ddp_find_unused_parameters_true``.
+    (Building DDP around the first stage's trainable parameters only would not do: DDP would then
+    never synchronise the groups a later stage unfreezes.)
     """
+
+    def setup(self, trainer: L.Trainer, pl_module: Any, stage: str) -> None:
+        strategy = trainer.strategy
+        if stage != "fit" or not isinstance(strategy, DDPStrategy) or strategy._ddp_kwargs.get("find_unused_parameters"):
+            return
+        freezing = [i for i, s in enumerate(pl_module.stages) if FREEZE[s.freeze]]
+        if freezing:
+            raise ValueError(
+                f"model.init_args.stages[{freezing[0]}] freezes layer groups, whose parameters then get no gradient, "
+                "which DDP refuses: set trainer.strategy to ddp_find_unused_parameters_true"
+            )
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: Any) -> None:
         frozen = pl_module.frozen_groups(trainer.current_epoch)
@@ -85,11 +122,26 @@ def _tuples(x: Any) -> Any:
 
 
 class RunIdentity(L.Callback):
-    """Records each logger's run id (TensorBoard/CSV ``version``, wandb run ``id``) in checkpoints.
+    """Records each logger's run id (TensorBoard/CSV ``version``, wandb run ``id``) in checkpoints,
+    and flushes the loggers whenever a checkpoint is written.
 
-    ``train.py fit --ckpt_path ...`` reads them back before building the loggers, so a resumed run
-    keeps writing to the same dashboard run instead of starting a new one.
+    ``train.py fit --ckpt_path ...`` reads the ids back before building the loggers, so a resumed run
+    keeps writing to the same dashboard run instead of starting a new one. The flush makes a killed
+    run's logs hold everything up to its last checkpoint, where the resumed run carries on (the CSV
+    logger otherwise writes every 100 steps and TensorBoard every 2 minutes, and a kill loses the rest).
     """
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: Any, checkpoint: dict[str, Any]) -> None:
+        for logger in trainer.loggers:
+            logger.save()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: Any) -> None:
+        """A resumed run's CSV (:class:`detector.loggers.CSVLogger`) keeps the rows logged before its
+        checkpoint and loses those a killed run logged after it, which this run logs again."""
+        for logger in trainer.loggers:
+            drop = getattr(getattr(logger, "experiment", None), "drop_rows_from", None)
+            if drop is not None and trainer.is_global_zero:
+                drop(trainer.global_step)
 
     def __init__(self) -> None:
         self.loggers: list[dict[str, Any]] = []
@@ -99,6 +151,128 @@ class RunIdentity(L.Callback):
 
     def state_dict(self) -> dict[str, Any]:
         return {"loggers": self.loggers}
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes a checkpoint so that a process killed at any moment leaves either the previous file or
+    the new one, never a truncated one: ``torch.save`` into a temporary file in the checkpoint's own
+    folder, ``fsync``, ``os.replace`` over the old file (atomic on POSIX and Windows), ``fsync`` the
+    folder. The temporary file of a killed save (``.NAME.*.partial``) is removed by the next save
+    of ``NAME``.
+
+    Why not Lightning's own save (2.6, ``lightning.fabric.utilities.cloud_io._atomic_save``): it
+    writes through an fsspec transaction whose local temporary file is made by
+    ``tempfile.mkstemp()`` in the system temp folder and then ``shutil.move``d onto the checkpoint.
+    When the temp folder is on another filesystem (a tmpfs ``/tmp``; checkpoints on a mounted
+    volume), the move is a copy into the final path, which a kill truncates
+    (``tests/test_reliability.py`` shows it); nothing is ``fsync``ed, so a power cut can leave an
+    empty file; and a kill leaves a checkpoint-sized orphan in ``/tmp``. Remote paths
+    (``s3://...``) still go through Lightning's save.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if "://" in str(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+        try:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(fd, 0o666 & ~umask)  # as an ordinary new file (mkstemp makes it private)
+            with os.fdopen(fd, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        if os.name == "posix":  # make the rename itself durable
+            folder = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
+        for stale in path.parent.glob(f".{path.name}.*.partial"):
+            stale.unlink(missing_ok=True)
+
+
+class AtomicCheckpoints(L.Callback):
+    """Makes the trainer save checkpoints with :class:`AtomicCheckpointIO` when it would use
+    Lightning's default ``TorchCheckpointIO``; a CheckpointIO plugin chosen in the config is left
+    alone. A callback (returned by ``StagedModule.configure_callbacks``) rather than a Trainer
+    plugin, so that every Trainer that fits the module gets it, ``train.py``'s or a hand-made one."""
+
+    def setup(self, trainer: L.Trainer, pl_module: Any, stage: str) -> None:
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+
+
+class NonFiniteWeightsError(FloatingPointError):
+    """The model's weights hold NaN or infinity; the message names the step and the tensors."""
+
+
+class FiniteWeights(L.Callback):
+    """Never evaluates or checkpoints non-finite weights.
+
+    The loss check (``StagedModule.check_finite``) stops at the first non-finite loss, but an
+    optimiser step that turns finite gradients into NaN weights on the last batch of an epoch would
+    be validated and then saved over the last good ``last.ckpt`` before any loss saw it. So before
+    each validation and each checkpoint, every floating-point tensor of the state dict is checked
+    (one pass over the weights, one device sync: cheap next to an epoch).
+    """
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check(trainer, pl_module, "validating")
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        self._check(trainer, pl_module, "saving a checkpoint")
+
+    @staticmethod
+    def _check(trainer: L.Trainer, pl_module: L.LightningModule, doing: str) -> None:
+        tensors = {k: v for k, v in pl_module.state_dict().items() if v.is_floating_point()}
+        finite = torch.stack([torch.isfinite(v).all() for v in tensors.values()]).cpu()  # (T,) one sync
+        if bool(finite.all()):
+            return
+        bad = [k for k, ok in zip(tensors, finite.tolist()) if not ok]
+        last = getattr(trainer.checkpoint_callback, "last_model_path", "") or "none written yet"
+        raise NonFiniteWeightsError(
+            f"the weights are not finite at global step {trainer.global_step} (epoch {trainer.current_epoch}), "
+            f"stopping before {doing}: {len(bad)} tensor(s) hold NaN or inf, e.g. {bad[:3]}. The checkpoints "
+            f"written so far are kept (last: {last}): resume from one with a lower learning rate."
+        )
+
+
+class ImageCounts(L.Callback):
+    """Logs, per epoch and summed over every process, how many images each split used
+    (``val/images``, ``test/images``: with DDP, proof that every image was evaluated exactly once)
+    and how many were skipped at run time as unreadable (``train/skipped_images``,
+    ``val/skipped_images``, ``test/skipped_images``; see ``on_bad_record`` in
+    ``detector.data.datamodule``)."""
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        self._log(pl_module, "train", batch, images=False)
+
+    def on_validation_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self._log(pl_module, "val", batch, images=True)
+
+    def on_test_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self._log(pl_module, "test", batch, images=True)
+
+    @staticmethod
+    def _log(pl_module: L.LightningModule, split: str, batch: dict[str, torch.Tensor], images: bool) -> None:
+        counts = {f"{split}/skipped_images": float(len(batch["skipped_ids"]))}
+        if images:
+            counts[f"{split}/images"] = float(batch["images"].shape[0])
+        pl_module.log_dict(counts, on_step=False, on_epoch=True, reduce_fx="sum", sync_dist=True, batch_size=1)
 
 
 def per_class_table(class_names: Sequence[str], per_class: dict[str, Any]) -> str:
@@ -122,7 +296,8 @@ class ValidationPictures(L.Callback):
     def on_validation_batch_end(
         self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        if batch_idx != 0 or trainer.sanity_checking or not trainer.is_global_zero:
+        # The epoch's first batch that has images (on_bad_record: skip can empty one).
+        if self._sample is not None or trainer.sanity_checking or not trainer.is_global_zero or not len(batch["images"]):
             return
         n = min(self.num_images, batch["images"].shape[0])
         backbone = pl_module.model.backbone

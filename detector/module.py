@@ -8,6 +8,7 @@ The network returns raw activations; everything the lesson did around it (``ssd_
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Sequence
 
@@ -18,7 +19,8 @@ from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics import MeanMetric
 
 from detector.anchors import Anchors, make_anchors
-from detector.callbacks import RNGState, RunIdentity, StagedFreezing
+from detector.callbacks import AtomicCheckpoints, FiniteWeights, ImageCounts, RNGState, RunIdentity, StagedFreezing
+from detector.data.records import BadRecordError
 from detector.loss import SSDLoss
 from detector.metrics import DetectionMetrics
 from detector.model import build_ssd
@@ -34,6 +36,7 @@ __all__ = [
     "StagedModule",
     "DetectorModule",
     "NonFiniteLossError",
+    "CheckpointMismatchError",
 ]
 
 
@@ -103,11 +106,20 @@ class NonFiniteLossError(FloatingPointError):
     """Raised on the first non-finite training loss, naming the step and the batch's image ids."""
 
 
+class CheckpointMismatchError(ValueError):
+    """A checkpoint whose weights do not fit the model built from this configuration."""
+
+
 def _config(cls: type, value: Any) -> Any:
     """``None`` -> the defaults; a dict (from a checkpoint's hparams) -> the dataclass."""
     if value is None:
         return cls()
     return cls(**value) if isinstance(value, dict) else value
+
+
+def _plain(value: Any) -> str:
+    """A hyperparameter as canonical JSON, so that tuples and lists, dicts in any order, compare equal."""
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 def _default_stages() -> list[Stage]:
@@ -152,6 +164,14 @@ class StagedModule(L.LightningModule):
         # Checkpoints store the configs as plain dicts (hparams); the CLI passes the dataclasses.
         self.optim_cfg = _config(OptimizerConfig, optimizer)
         self.stages = tuple(_config(Stage, s) for s in stages) if stages else tuple(_default_stages())
+        for i, stage in enumerate(self.stages):
+            if stage.freeze not in FREEZE:
+                raise ValueError(
+                    f"stages[{i}].freeze = {stage.freeze!r} names no layer groups: use one of "
+                    f"{', '.join(FREEZE)} (body: train the head only; groups_0: freeze group 0; none: train all)"
+                )
+            if stage.epochs < 1:
+                raise ValueError(f"stages[{i}].epochs = {stage.epochs}: a stage lasts at least one epoch")
         class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
         if len(class_names) != num_classes:
             raise ValueError(f"{num_classes=} but {len(class_names)} class names were given: {class_names}")
@@ -182,15 +202,47 @@ class StagedModule(L.LightningModule):
         return self.model(images)
 
     def check_finite(self, terms: dict[str, Tensor], batch: dict[str, Tensor], batch_idx: int) -> None:
-        """Stop at the first non-finite training loss, naming the step and the batch's image ids
-        (the checkpoints already written are left as they are: the last good one survives)."""
-        if torch.isfinite(terms["loss"]):
+        """Stop at the first non-finite training loss, naming the step and the batch's image ids.
+
+        Under DDP every process stops at the same step (one tiny all-reduce of the verdict), rather
+        than the others waiting for it in the next gradient all-reduce. The checkpoints already
+        written are left as they are: the last good one survives.
+        """
+        finite = bool(torch.isfinite(terms["loss"]))
+        if self.trainer.strategy.reduce_boolean_decision(finite, all=True):
             return
+        trainer = self.trainer
+        where = "" if trainer.world_size == 1 else f" on process {trainer.global_rank} of {trainer.world_size}"
+        cause = "" if not finite else " (another process's loss was non-finite; this one's was finite)"
+        last = getattr(trainer.checkpoint_callback, "last_model_path", "") or "none written yet"
         raise NonFiniteLossError(
             f"non-finite training loss at global step {self.global_step} (epoch {self.current_epoch}, "
-            f"batch {batch_idx}): " + ", ".join(f"{k}={v.item()}" for k, v in terms.items())
-            + f"; image ids in the batch: {batch['image_ids'].tolist()}"
+            f"batch {batch_idx}){where}{cause}: " + ", ".join(f"{k}={v.item()}" for k, v in terms.items())
+            + f"; image ids in the batch: {batch['image_ids'].tolist()}. The checkpoints written so far are "
+            f"kept (last: {last}): resume from one with a lower learning rate, or look at these images."
         )
+
+    def skip_empty_batch(self, batch: dict[str, Tensor], batch_idx: int) -> bool:
+        """True when images skipped at run time (``on_bad_record: skip``, see
+        ``detector.data.datamodule``) left the batch with none, or, in training, with one (BatchNorm
+        cannot normalise a single image's 1x1 map; the loader drops such last batches for the same
+        reason). The step should then return ``None`` without touching the model: Lightning skips
+        the backward and the optimiser update (the learning-rate schedule still advances one step).
+        Under DDP a process cannot skip a training step alone (the others would wait for its
+        gradients), so that raises instead, naming the images.
+        """
+        kept, skipped = len(batch["images"]), len(batch["skipped_ids"])
+        trainer = self.trainer
+        if kept > 1 or (kept == 1 and not (trainer.training and skipped)):
+            return False
+        if trainer.training and trainer.world_size > 1:
+            raise BadRecordError(
+                f"training batch {batch_idx} on process {trainer.global_rank} kept {kept} image(s): "
+                f"{batch['skipped_ids'].tolist()} were skipped as unreadable (see the warnings above), and "
+                "under DDP a process cannot skip a step alone. Fix or remove those images, then resume with "
+                "--ckpt_path last"
+            )
+        return True
 
     # ---------------------------------------------------------------------------- optimisation
     def configure_optimizers(self) -> dict[str, Any]:
@@ -222,9 +274,50 @@ class StagedModule(L.LightningModule):
 
     # ----------------------------------------------------------------------------------- freeze
     def configure_callbacks(self) -> list[L.Callback]:
-        """The recipe's freezing and what exact resumption needs travel with the model, so every
-        entry point (train.py, a hand-made Trainer) has them."""
-        return [StagedFreezing(), RNGState(), RunIdentity()]
+        """The recipe's freezing, what exact resumption needs (RNG states, logger run ids, atomic
+        checkpoint writes) and the guards of a long run (finite weights, image counts) travel with
+        the model, so every entry point (train.py, a hand-made Trainer) has them."""
+        return [StagedFreezing(), RNGState(), RunIdentity(), AtomicCheckpoints(), FiniteWeights(), ImageCounts()]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse a checkpoint from another configuration with a message saying what differs, before
+        Lightning's ``load_state_dict`` would fail on the first tensor of another shape (or, for the
+        same number of classes under other names, silently load weights that mean something else)."""
+        if not self.strict_loading:
+            return
+        saved = checkpoint.get("hyper_parameters", {})
+        ours, theirs = self.state_dict(), checkpoint["state_dict"]
+        reshaped = [k for k in ours.keys() & theirs.keys() if ours[k].shape != theirs[k].shape]
+        missing, unexpected = sorted(ours.keys() - theirs.keys()), sorted(theirs.keys() - ours.keys())
+        renamed = saved.get("class_names") is not None and list(saved["class_names"]) != list(self.class_names)
+        if not (reshaped or missing or unexpected or renamed):
+            return
+        trainer = self._trainer
+        source = f"checkpoint {trainer.ckpt_path}" if trainer is not None and trainer.ckpt_path else "the checkpoint"
+        problems = []
+        if reshaped:
+            k = sorted(reshaped)[0]
+            problems.append(
+                f"{len(reshaped)} tensor(s) of another shape (e.g. {k}: {tuple(theirs[k].shape)} in the checkpoint, "
+                f"{tuple(ours[k].shape)} here)"
+            )
+        if missing:
+            problems.append(f"{len(missing)} tensor(s) missing from the checkpoint (e.g. {missing[:2]})")
+        if unexpected:
+            problems.append(f"{len(unexpected)} tensor(s) this model does not have (e.g. {unexpected[:2]})")
+        if renamed:
+            problems.append(f"classes {list(saved['class_names'])} in the checkpoint, {self.class_names} here")
+        differ = [
+            f"{k}: {saved[k]!r} in the checkpoint, {self.hparams[k]!r} here"
+            for k in saved
+            if k in self.hparams and k != "weights" and _plain(saved[k]) != _plain(self.hparams[k])
+        ]
+        raise CheckpointMismatchError(
+            f"{source} does not fit this model ({type(self).__name__}): " + "; ".join(problems) + ". "
+            + ("Settings that differ: " + "; ".join(differ) + ". " if differ else "")
+            + "Use the configuration the checkpoint was trained with (train.py saves it as config.yaml in the "
+            "run's log folder), or train afresh without --ckpt_path."
+        )
 
     def frozen_groups(self, epoch: int) -> tuple[int, ...]:
         """Body layer groups frozen at ``epoch`` under the recipe."""
@@ -310,7 +403,9 @@ class DetectorModule(StagedModule):
         terms = self.criterion(cls_logits, box_deltas, self.anchors, batch["boxes"], batch["labels"])
         return terms, (cls_logits, box_deltas)
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
+        if self.skip_empty_batch(batch, batch_idx):
+            return None
         terms, _ = self._loss(batch)
         self.check_finite(terms, batch, batch_idx)
         B = batch["images"].shape[0]
@@ -348,9 +443,13 @@ class DetectorModule(StagedModule):
         ]
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Any]:
+        if self.skip_empty_batch(batch, batch_idx):
+            return {"detections": []}
         return {"detections": self._eval_step(batch, self.val_metrics)}
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Any]:
+        if self.skip_empty_batch(batch, batch_idx):
+            return {"detections": []}
         return {"detections": self._eval_step(batch, self.test_metrics)}
 
     def on_validation_epoch_end(self) -> None:

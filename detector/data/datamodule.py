@@ -9,6 +9,18 @@ count (possibly 0):
     difficult  (B, M)       bool
     image_ids  (B,)         int64, the JSON's image ids
     sizes      (B, 2)       int64 original (height, width) in pixels, to map predictions back
+    skipped_ids (K,)        int64, image ids of the batch dropped at run time (below); usually empty
+
+Bad images at run time: records are validated when a split loads (``detector.data.records``), but
+a file can still go bad later (deleted, overwritten, a truncated JPEG whose header was fine). Then
+the dataset raises :class:`BadRecordError` naming the JSON, the image id and the file; under
+``on_bad_record="skip"`` it logs that message as a warning instead and returns a
+:class:`SkippedSample`, which the collate drops from the batch and lists in ``skipped_ids``
+(``detector.callbacks.ImageCounts`` logs the count per epoch). A batch can so end up with B = 0;
+the module's steps skip it (``StagedModule.skip_empty_batch``). Determinism: the skipped image
+leaves a hole; every other image keeps its place, batch and augmentation (those depend only on
+(seed, epoch, index)), so runs that meet the same bad files at the same moments stay identical.
+Any other exception while loading a sample gets a note naming the file and image id.
 
 Reproducibility: each sample's augmentation is a deterministic function of (seed, epoch, index)
 (:func:`sample_seed`), however many workers there are. The train loader's :class:`EpochSampler`
@@ -21,6 +33,7 @@ the start of every training epoch, a resumed one included, and the shuffle order
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator, Literal, Optional
@@ -34,7 +47,7 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from detector.data.image import ImageDecodeError, load_image, reduced_size
-from detector.data.records import BadRecordError, LoadedSplit, OnBadRecord, load_records, read_class_names
+from detector.data.records import BadRecordError, LoadedSplit, OnBadRecord, Record, load_records, read_class_names
 from detector.data.transforms import IMAGENET_MEAN, IMAGENET_STD, AugmentPreset, DetectionTransform
 
 __all__ = [
@@ -43,11 +56,14 @@ __all__ = [
     "EpochSampler",
     "ShardSampler",
     "ShapesSpec",
+    "SkippedSample",
     "collate_detections",
     "sample_seed",
 ]
 
 Split = Literal["train", "val", "test"]
+
+log = logging.getLogger(__name__)
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -106,17 +122,28 @@ class ShapesSpec:
     seed: int = 0
 
 
+@dataclass(frozen=True)
+class SkippedSample:
+    """What the dataset returns, under ``on_bad_record="skip"``, for an image that went bad after
+    its split was validated; ``image_size`` is the network input side S (for a batch of none)."""
+
+    image_id: int
+    image_size: int
+
+
 class DetectionDataset(Dataset):
     """Decodes and transforms the images of a :class:`LoadedSplit`.
 
     ``dataset[i]`` uses the epoch of :meth:`set_epoch`; ``dataset[(epoch, i)]`` (what
     :class:`EpochSampler` yields) names the epoch itself. A sample is a dict:
     ``image (3, S, S)`` float32; ``boxes (m, 4)`` float32 xyxy in [0, 1]; ``labels (m,)`` int64;
-    ``difficult (m,)`` bool; ``image_id`` int; ``size`` (height, width) of the original image.
+    ``difficult (m,)`` bool; ``image_id`` int; ``size`` (height, width) of the original image;
+    or, for an image that cannot be read under ``on_bad_record="skip"``, a :class:`SkippedSample`.
     """
 
-    def __init__(self, split: LoadedSplit, transform: DetectionTransform, seed: int = 0):
+    def __init__(self, split: LoadedSplit, transform: DetectionTransform, seed: int = 0, on_bad_record: OnBadRecord = "error"):
         self.split, self.transform, self.seed, self.epoch = split, transform, seed, 0
+        self.on_bad_record = on_bad_record
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -124,9 +151,21 @@ class DetectionDataset(Dataset):
     def __len__(self) -> int:
         return len(self.split.records)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any] | SkippedSample:
         epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
         record = self.split.records[index]
+        try:
+            return self._sample(record, epoch, index)
+        except BadRecordError as e:
+            if self.on_bad_record == "error":
+                raise BadRecordError(f"{e}; fix or remove the file, or set data.on_bad_record: skip to drop it") from e
+            log.warning("skipped at run time: %s", e)
+            return SkippedSample(record.image_id, self.transform.size)
+        except Exception as e:  # not the data's fault, as far as we know: say where, and let it through
+            e.add_note(f"while loading {self.split.json_path}: image id {record.image_id} ({record.path})")
+            raise
+
+    def _sample(self, record: Record, epoch: int, index: int) -> dict[str, Any]:
         where = f"{self.split.json_path}: image id {record.image_id}"
         try:
             # Large JPEGs decode at a reduced scale that still covers the output size (see load_image).
@@ -154,16 +193,31 @@ class DetectionDataset(Dataset):
         }
 
 
-def collate_detections(samples: list[dict[str, Any]]) -> dict[str, Tensor]:
-    """Stack images and pad the per-image objects to the batch's largest count M (see the module doc)."""
+def collate_detections(samples: list[dict[str, Any] | SkippedSample]) -> dict[str, Tensor]:
+    """Stack images and pad the per-image objects to the batch's largest count M (see the module doc);
+    :class:`SkippedSample` s are left out and listed in ``skipped_ids``."""
+    skipped = [s.image_id for s in samples if isinstance(s, SkippedSample)]
+    kept = [s for s in samples if not isinstance(s, SkippedSample)]
+    if kept:
+        images = torch.stack([s["image"] for s in kept])  # (B, 3, S, S)
+    else:  # every image of the batch went bad: B = 0
+        images = torch.zeros(0, 3, samples[0].image_size, samples[0].image_size)
     return {
-        "images": torch.stack([s["image"] for s in samples]),  # (B, 3, S, S)
-        "boxes": pad_sequence([s["boxes"] for s in samples], batch_first=True, padding_value=0.0),  # (B, M, 4)
-        "labels": pad_sequence([s["labels"] for s in samples], batch_first=True, padding_value=-1),  # (B, M)
-        "difficult": pad_sequence([s["difficult"] for s in samples], batch_first=True, padding_value=False),  # (B, M)
-        "image_ids": torch.tensor([s["image_id"] for s in samples], dtype=torch.int64),  # (B,)
-        "sizes": torch.tensor([s["size"] for s in samples], dtype=torch.int64).reshape(-1, 2),  # (B, 2)
+        "images": images,
+        "boxes": _pad([s["boxes"] for s in kept], (0, 4), torch.float32, 0.0),  # (B, M, 4)
+        "labels": _pad([s["labels"] for s in kept], (0,), torch.int64, -1),  # (B, M)
+        "difficult": _pad([s["difficult"] for s in kept], (0,), torch.bool, False),  # (B, M)
+        "image_ids": torch.tensor([s["image_id"] for s in kept], dtype=torch.int64),  # (B,)
+        "sizes": torch.tensor([s["size"] for s in kept], dtype=torch.int64).reshape(-1, 2),  # (B, 2)
+        "skipped_ids": torch.tensor(skipped, dtype=torch.int64),  # (K,)
     }
+
+
+def _pad(rows: list[Tensor], row_shape: tuple[int, ...], dtype: torch.dtype, value: float | int | bool) -> Tensor:
+    """``pad_sequence`` that also accepts no rows at all (a batch whose every image was skipped)."""
+    if not rows:
+        return torch.zeros((0, *row_shape), dtype=dtype)
+    return pad_sequence(rows, batch_first=True, padding_value=value)
 
 
 class DetectionDataModule(L.LightningDataModule):
@@ -178,6 +232,9 @@ class DetectionDataModule(L.LightningDataModule):
         image_size: side S of the square network input.
         batch_size: images per batch; the train loader drops the last incomplete batch when the
             split is larger than one batch (BatchNorm on the 1x1 grid cannot take a batch of 1).
+            When a Trainer fits with it, a batch larger than each process's share of the train split
+            is refused in ``setup`` (a misconfiguration, e.g. a debug split under a full config);
+            used alone, e.g. to look at a small split, the loader yields one smaller batch.
         num_workers, persistent_workers, pin_memory: as ``torch.utils.data.DataLoader``
             (persistent workers only when ``num_workers > 0``).
         train_augment: augmentation preset of the train split (``detector.data.transforms``);
@@ -253,14 +310,41 @@ class DetectionDataModule(L.LightningDataModule):
         wanted = needs[stage] if stage is not None else tuple(s for s, p in self.jsons.items() if p)
         if stage == "fit" and self.jsons["val"]:
             wanted += ("val",)
+        image_dir = Path(self.hparams.image_dir)
+        if not image_dir.is_dir():
+            raise FileNotFoundError(
+                f"data.image_dir: {image_dir.absolute()} is not a folder; set it to the folder that the "
+                "JSONs' file_name paths resolve against (the course's JPEGImages)"
+            )
         for name in wanted:
             if self.jsons[name] is None:
                 raise ValueError(f"stage {stage!r} needs {name}_json, which is not set")
             if name not in self.splits:
                 self.splits[name] = self._load(name)
+        if stage == "fit":
+            self._check_batch_size()
+
+    def _check_batch_size(self) -> None:
+        """Under a Trainer: refuse a train batch larger than this process's share of the train split."""
+        if self.trainer is None:
+            return
+        world, _ = self._world()
+        split, batch = self.splits["train"], self.hparams.batch_size
+        share = len(split.records) // world
+        if batch > share:
+            per = f", {share} per process over {world} processes" if world > 1 else ""
+            raise ValueError(
+                f"data.batch_size {batch} is larger than the train split ({len(split.records)} images in "
+                f"{split.json_path}{per}): set data.batch_size to at most {max(share, 1)}, or use a larger train_json"
+            )
 
     def _load(self, name: Split) -> LoadedSplit:
-        split = load_records(self.jsons[name], self.hparams.image_dir, on_bad_record=self.hparams.on_bad_record)
+        path = Path(self.jsons[name])
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"data.{name}_json: {path.absolute()} does not exist; set it to the COCO-format JSON of the {name} split"
+            )
+        split = load_records(path, self.hparams.image_dir, on_bad_record=self.hparams.on_bad_record)
         if split.class_names != self.class_names:
             raise BadRecordError(
                 f"{split.json_path}: categories {split.class_names} differ from {self.class_names} "
@@ -277,7 +361,7 @@ class DetectionDataModule(L.LightningDataModule):
         h = self.hparams
         if split not in self.splits:
             raise RuntimeError(f"the {split} split is not loaded: call setup() with a stage that needs it first")
-        dataset = DetectionDataset(self.splits[split], self._transform(preset), seed=h.seed)
+        dataset = DetectionDataset(self.splits[split], self._transform(preset), seed=h.seed, on_bad_record=h.on_bad_record)
         world, rank = self._world()
         if train:
             sampler: Sampler | None = EpochSampler(len(dataset), seed=h.seed, num_replicas=world, rank=rank)

@@ -1,0 +1,132 @@
+"""What the training and reliability tests share: tiny shapes data, a module, a DataModule and a
+Trainer for it, and the same run through ``train.py`` (a YAML config, a subprocess)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import lightning as L
+import torch
+
+from detector.data.datamodule import DetectionDataModule
+from detector.data.shapes import generate_shapes
+from detector.module import AnchorConfig, DetectorModule, HeadConfig, OptimizerConfig
+from detector.schedule import Stage
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_shapes(root: Path) -> Path:
+    """16 train and 7 val shapes images at about 64 px (7: an odd count, for the DDP tests)."""
+    generate_shapes(root, n_train=16, n_val=7, image_size=64, seed=1, workers=1)
+    return root
+
+
+def datamodule(root: Path, **kw) -> DetectionDataModule:
+    args = dict(
+        image_dir=str(root / "JPEGImages"),
+        train_json=str(root / "shapes_train.json"),
+        val_json=str(root / "shapes_val.json"),
+        image_size=64,
+        batch_size=4,
+        num_workers=0,
+    )
+    return DetectionDataModule(**{**args, **kw})
+
+
+def module(stages: list[Stage], **kw) -> DetectorModule:
+    args = dict(
+        num_classes=7,
+        backbone="resnet18",
+        weights="none",
+        image_size=64,
+        anchors=AnchorConfig(grids=[2, 1]),
+        head=HeadConfig(dropout=0.1, head_dropout=0.1, channels=32),
+        optimizer=OptimizerConfig(lr=1e-2),
+        stages=stages,
+    )
+    return DetectorModule(**{**args, **kw})
+
+
+def trainer(tmp_path: Path, stages: list[Stage], **kw) -> L.Trainer:
+    args = dict(
+        max_epochs=sum(s.epochs for s in stages),
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        deterministic=True,
+    )
+    return L.Trainer(**{**args, **kw})
+
+
+def script(name: str) -> ModuleType:
+    """The repository's top-level script ``name``.py (``train``, ``eval``) as a module, whatever the
+    current folder (they are not part of the installed package)."""
+    spec = importlib.util.spec_from_file_location(f"{name}_script", REPO / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "offline"}
+    return subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def tiny_config(tmp_path: Path, root: Path, epochs: int = 2, extra_model: str = "", extra_data: str = "") -> Path:
+    """A debug-style YAML on the tiny data, checkpoints and CSV logs under tmp_path; ``extra_model``
+    and ``extra_data`` are YAML lines added to ``model.init_args`` and ``data``."""
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        f"""
+seed_everything: 3
+trainer:
+  accelerator: cpu
+  devices: 1
+  default_root_dir: {tmp_path}
+  log_every_n_steps: 1
+  enable_progress_bar: false
+  enable_model_summary: false
+  deterministic: true
+  logger:
+    - class_path: detector.loggers.CSVLogger
+      init_args: {{save_dir: {tmp_path}, name: csv}}
+  callbacks:
+    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
+      init_args: {{dirpath: {tmp_path}/checkpoints, filename: best, monitor: val/map_50, mode: max, save_last: true, enable_version_counter: false}}
+model:
+  class_path: detector.module.DetectorModule
+  init_args:
+    backbone: resnet18
+    weights: none
+    image_size: 64
+    anchors: {{grids: [2, 1]}}
+    head: {{dropout: 0.3, head_dropout: 0.3, channels: 32}}
+    optimizer: {{lr: 0.01}}
+    stages:
+      - {{epochs: 1, freeze: body}}
+      - {{epochs: {epochs - 1}, freeze: none, lr_mult: 0.5}}
+{extra_model}
+data:
+  image_dir: {root}/JPEGImages
+  train_json: {root}/shapes_train.json
+  val_json: {root}/shapes_val.json
+  batch_size: 4
+  num_workers: 0
+{extra_data}
+"""
+    )
+    return config
+
+
+def final_weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
