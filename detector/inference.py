@@ -3,12 +3,31 @@
     python predict.py --checkpoint runs/shapes/checkpoints/best.ckpt --images photos/ --out out/photos
     python predict.py --checkpoint CKPT --images "data/shapes/JPEGImages/val_*.jpg" --out out/val --score 0.3
 
-For every readable image, ``OUT/<name>.png`` shows the detections scoring above ``--score``
-(default: the checkpoint's ``picture_score_threshold``, the lesson's 0.25), and
-``OUT/detections.json`` lists the same detections in the COCO results layout::
+The checkpoint may hold any task (:func:`load_model` rebuilds the class that wrote it): the SSD
+(:class:`detector.module.DetectorModule`) or a stepping stone of the lessons (:mod:`detector.tasks`).
+For every readable image, ``OUT/<name>.png`` shows the predictions scoring above ``--score``
+(default: for the SSD, the checkpoint's ``picture_score_threshold``, the lesson's 0.25), and
+``OUT/detections.json`` lists the same predictions in the COCO results layout::
 
     [{"image_id": 1, "file_name": "photo.jpg", "category_id": 3, "category_name": "triangle",
       "bbox": [x, y, w, h], "score": 0.91}, ...]
+
+Each task fills the keys it predicts:
+
+=========================  ==========================================  ===========================
+task                       one entry per                               keys beyond the image's
+=========================  ==========================================  ===========================
+SSD                        detection                                   all
+SingleObjectDetector       image: its largest object                    all
+LargestBoxRegressor        image: its largest object's box              ``bbox``
+LargestObjectClassifier    image: its largest object's class            category, ``score``
+MultiLabelClassifier       class present (sigmoid above --score,        category, ``score``
+                           default the model's threshold, 0.4)
+=========================  ==========================================  ===========================
+
+Pictures draw the boxes (with class and score where there are some); a classifier's classes are
+written in the image's top-left corner, as the lesson's pictures did. ``--score`` drops a
+classifier's or single-object detector's answer whose probability is not above it.
 
 * ``bbox`` is in pixels of the original, upright image (EXIF orientation applied, as every decoder
   here does), whatever the network's input size;
@@ -48,10 +67,29 @@ from tqdm import tqdm
 from detector.boxes import xyxy_to_xywh
 from detector.data.image import ImageDecodeError, load_image, read_image_size
 from detector.data.transforms import DetectionTransform
-from detector.module import DetectorModule
-from detector.visualize import save_figure, show_boxes
+from detector.module import DetectorModule, StagedModule
+from detector.tasks import LargestBoxRegressor, LargestObjectClassifier, MultiLabelClassifier, SingleObjectDetector
+from detector.tasks.base import CHECKPOINT_TASK_KEY
+from detector.visualize import save_figure, show_boxes, show_labels
 
-__all__ = ["PredictReport", "find_images", "load_detector", "main", "predict_images", "resolve_device"]
+__all__ = [
+    "TASKS",
+    "PredictReport",
+    "checkpoint_task",
+    "find_images",
+    "load_detector",
+    "load_model",
+    "main",
+    "predict_images",
+    "resolve_device",
+]
+
+# The LightningModules a checkpoint may hold, by class name. A checkpoint names its class (see
+# checkpoint_task); only these are ever built from one, so a checkpoint cannot import other code.
+TASKS: dict[str, type[StagedModule]] = {
+    cls.__name__: cls
+    for cls in (DetectorModule, LargestObjectClassifier, LargestBoxRegressor, SingleObjectDetector, MultiLabelClassifier)
+}
 
 
 def find_images(spec: str | Path) -> list[Path]:
@@ -80,11 +118,37 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def load_detector(checkpoint: str | Path, device: torch.device | str = "cpu") -> DetectorModule:
-    """A checkpoint written by ``train.py``, in eval mode on ``device`` (no pretrained download:
-    ``weights="none"``; the checkpoint's state dict supplies every weight)."""
-    model = DetectorModule.load_from_checkpoint(checkpoint, map_location="cpu", weights="none")
+def checkpoint_task(checkpoint: dict[str, Any], source: str | Path = "the checkpoint") -> type[StagedModule]:
+    """The LightningModule class that wrote ``checkpoint`` (a loaded checkpoint dict).
+
+    Where it is named: the ``task_class`` entry a :class:`detector.tasks.TaskModule` writes, else
+    the ``_class_path`` LightningCLI stores in the hyperparameters (``train.py`` checkpoints of any
+    task); a checkpoint naming neither is the SSD's (written by a ``DetectorModule`` outside the CLI).
+    """
+    hparams = checkpoint.get("hyper_parameters") or {}
+    path = checkpoint.get(CHECKPOINT_TASK_KEY) or hparams.get("_class_path") or "detector.module.DetectorModule"
+    name = str(path).rsplit(".", 1)[-1]
+    if name not in TASKS:
+        raise ValueError(f"{source} was written by {path!r}, which is none of the known tasks: {', '.join(TASKS)}")
+    return TASKS[name]
+
+
+def load_model(checkpoint: str | Path, device: torch.device | str = "cpu") -> StagedModule:
+    """A checkpoint written by ``train.py`` (any task: :func:`checkpoint_task`), in eval mode on
+    ``device`` (no pretrained download: ``weights="none"``; the checkpoint's state dict supplies
+    every weight)."""
+    contents = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    cls = checkpoint_task(contents, checkpoint)
+    model = cls.load_from_checkpoint(checkpoint, map_location="cpu", weights="none")
     return model.eval().to(device)
+
+
+def load_detector(checkpoint: str | Path, device: torch.device | str = "cpu") -> DetectorModule:
+    """:func:`load_model` for an SSD checkpoint; another task's checkpoint is refused by name."""
+    model = load_model(checkpoint, device)
+    if not isinstance(model, DetectorModule):
+        raise TypeError(f"{checkpoint} holds a {type(model).__name__}, not the SSD (DetectorModule): use load_model")
+    return model
 
 
 class _ImageFiles(Dataset):
@@ -113,7 +177,7 @@ class PredictReport:
     """What :func:`predict_images` did.
 
     Attributes:
-        detections: the COCO results written to ``detections.json`` (see the module docstring).
+        detections: the entries written to ``detections.json`` (see the module docstring).
         pictures: the annotated PNGs written, in image order.
         failures: ``(path, reason)`` of every file that could not be read.
         images: how many images were read and predicted.
@@ -125,7 +189,7 @@ class PredictReport:
     images: int = 0
 
     def summary(self) -> str:
-        lines = [f"{self.images} images, {len(self.detections)} detections"]
+        lines = [f"{self.images} images, {len(self.detections)} predictions"]
         if self.failures:
             lines.append(f"{len(self.failures)} unreadable file(s), skipped:")
             lines += [f"  {path}: {reason}" for path, reason in self.failures]
@@ -148,7 +212,7 @@ def _picture_names(paths: Sequence[Path]) -> list[str]:
 
 @torch.inference_mode()
 def predict_images(
-    model: DetectorModule,
+    model: StagedModule,
     paths: Sequence[Path],
     out: str | Path,
     score: float | None = None,
@@ -157,11 +221,14 @@ def predict_images(
     pictures: bool = True,
     progress: bool = True,
 ) -> PredictReport:
-    """Detect objects in ``paths`` with ``model``; write the pictures and ``detections.json`` to ``out``.
+    """Predict ``paths`` with ``model``; write the pictures and ``detections.json`` to ``out``.
 
     Args:
-        model: a :class:`DetectorModule` in eval mode, on the device to run on.
-        score: keep detections scoring above this (default: ``model.post_cfg.picture_score_threshold``).
+        model: a :class:`DetectorModule` or a :mod:`detector.tasks` module, in eval mode, on the
+            device to run on (see :func:`load_model`).
+        score: keep predictions scoring above this (default: the SSD's
+            ``model.post_cfg.picture_score_threshold``; each stepping stone's own, see the module
+            docstring).
         batch_size: images per forward pass.
         workers: DataLoader processes decoding images (0: decode in this process).
         pictures: write one annotated PNG per image.
@@ -171,7 +238,7 @@ def predict_images(
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    threshold = model.post_cfg.picture_score_threshold if score is None else score
+    threshold = model.post_cfg.picture_score_threshold if score is None and isinstance(model, DetectorModule) else score
     mean, std = model.model.backbone.mean, model.model.backbone.std
     transform = DetectionTransform("none", model.hparams.image_size, mean=mean, std=std)
     loader = DataLoader(_ImageFiles(paths, transform), batch_size=batch_size, num_workers=workers, collate_fn=list)
@@ -187,14 +254,13 @@ def predict_images(
         good = [item for item in items if "error" not in item]
         if good:
             inputs = torch.stack([item["input"] for item in good]).to(device)  # (b, 3, S, S)
-            # Thresholding before NMS keeps exactly the detections of evaluation's NMS that score above
-            # ``threshold``: a box below it could never have suppressed one above it.
-            for item, det in zip(good, model.detect(inputs, score_threshold=threshold)):
-                boxes, scores, labels = det["boxes"].cpu(), det["scores"].cpu(), det["labels"].cpu()
-                _record(report, item, boxes, scores, labels, model.class_names)
+            # For the SSD, thresholding before NMS keeps exactly the detections of evaluation's NMS
+            # that score above ``threshold``: a box below it could never have suppressed one above it.
+            for item, pred in zip(good, model.detect(inputs, score_threshold=threshold)):
+                pred = {k: v.cpu() for k, v in pred.items()}
+                _record(report, item, pred, model.class_names)
                 if pictures:
-                    h, w = item["image"].shape[:2]
-                    fig = show_boxes(item["image"], boxes * torch.tensor([w, h, w, h]), labels, model.class_names, scores)
+                    fig = _picture(item["image"], pred, model.class_names)
                     report.pictures.append(save_figure(fig, out / names[item["index"]]))
         report.images += len(good)
         bar.update(len(items))
@@ -203,24 +269,40 @@ def predict_images(
     return report
 
 
-def _record(
-    report: PredictReport, item: dict[str, Any], boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
-    class_names: Sequence[str],
-) -> None:
-    """Append one image's detections (``boxes (N, 4)`` xyxy in ``[0, 1]``) in COCO results layout."""
+def _picture(image: np.ndarray, pred: dict[str, torch.Tensor], class_names: Sequence[str]) -> Any:
+    """The figure of one prediction on its decoded ``(h, w, 3)`` image: boxes (``[0, 1]`` -> pixels)
+    with whatever labels and scores there are, or a classifier's labels written in the corner."""
+    if "boxes" not in pred:
+        return show_labels(image, pred["labels"], class_names, pred.get("scores"))
+    h, w = image.shape[:2]
+    boxes = pred["boxes"] * torch.tensor([w, h, w, h], dtype=pred["boxes"].dtype)  # (N, 4) pixels
+    return show_boxes(image, boxes, pred.get("labels"), class_names, pred.get("scores"))
+
+
+def _record(report: PredictReport, item: dict[str, Any], pred: dict[str, torch.Tensor], class_names: Sequence[str]) -> None:
+    """Append one image's predictions in COCO results layout, with the keys the task predicts:
+    ``boxes (N, 4)`` xyxy in ``[0, 1]`` -> ``bbox`` xywh in original pixels, ``labels (N,)`` ->
+    ``category_id`` / ``category_name``, ``scores (N,)`` -> ``score``."""
     height, width = item["size"]
-    xywh = xyxy_to_xywh(boxes * torch.tensor([width, height, width, height], dtype=boxes.dtype))  # (N, 4) pixels
-    for box, s, label in zip(xywh.tolist(), scores.tolist(), labels.tolist()):
-        report.detections.append(
-            {
-                "image_id": item["index"] + 1,
-                "file_name": item["path"].name,
-                "category_id": label + 1,
-                "category_name": class_names[label],
-                "bbox": [round(v, 2) for v in box],
-                "score": round(s, 5),
-            }
-        )
+    columns: dict[str, list] = {}
+    if "labels" in pred:
+        columns["labels"] = pred["labels"].tolist()
+    if "boxes" in pred:
+        scale = torch.tensor([width, height, width, height], dtype=pred["boxes"].dtype)
+        columns["bbox"] = xyxy_to_xywh(pred["boxes"] * scale).tolist()  # (N, 4) pixels
+    if "scores" in pred:
+        columns["score"] = pred["scores"].tolist()
+    n = len(next(iter(columns.values()))) if columns else 0
+    for i in range(n):
+        entry: dict[str, Any] = {"image_id": item["index"] + 1, "file_name": item["path"].name}
+        if "labels" in columns:
+            label = columns["labels"][i]
+            entry.update(category_id=label + 1, category_name=class_names[label])
+        if "bbox" in columns:
+            entry["bbox"] = [round(v, 2) for v in columns["bbox"][i]]
+        if "score" in columns:
+            entry["score"] = round(columns["score"][i], 5)
+        report.detections.append(entry)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -228,12 +310,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="predict.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--checkpoint", required=True, help="a .ckpt written by train.py")
+    parser.add_argument("--checkpoint", required=True, help="a .ckpt written by train.py (any task)")
     parser.add_argument("--images", required=True, help="a folder, an image file, or a glob pattern (quote it)")
     parser.add_argument("--out", required=True, help="folder for the annotated PNGs and detections.json")
     parser.add_argument(
         "--score", type=float, default=None,
-        help="keep detections scoring above this (default: the checkpoint's picture threshold, 0.25 in the lesson)",
+        help="keep predictions scoring above this (default: the SSD checkpoint's picture threshold, 0.25 in "
+        "the lesson; the multi-label classifier's threshold, 0.4; no threshold for the other tasks)",
     )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... or auto (a GPU when there is one)")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -245,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not paths:
         print(f"predict.py: no image files found at {args.images!r}", file=sys.stderr)
         return 2
-    model = load_detector(args.checkpoint, resolve_device(args.device))
+    model = load_model(args.checkpoint, resolve_device(args.device))
     report = predict_images(
         model, paths, args.out, args.score, args.batch_size, args.workers, pictures=not args.no_pictures
     )

@@ -13,8 +13,9 @@ The five pictures of the lesson's method, each a pure function returning a matpl
 (d) :func:`raw_prediction_grid` the highest-scoring anchors' decoded boxes, before NMS;
 (e) :func:`detection_grid`      detections after NMS (and optionally the ground truth, dashed).
 
-Plus :func:`show_boxes` (one image, sized to its pixels: what ``predict.py`` writes) and
-:func:`per_class_ap_figure` (a bar per class). Boxes are always ``(N, 4)`` xyxy in the pixels of
+Plus :func:`show_boxes` (one image, sized to its pixels: what ``predict.py`` writes),
+:func:`show_labels` (the same for a classifier's answer: the lesson's class names written in the
+top-left corner, ``draw_text(ax, (0, 0), ...)``) and :func:`per_class_ap_figure` (a bar per class). Boxes are always ``(N, 4)`` xyxy in the pixels of
 the image they are drawn on; functions that start from ``[0, 1]`` boxes say so. The training
 loop's dashboard pictures (``detector.callbacks.ValidationPictures``) and the command-line tools
 all draw through this module.
@@ -51,6 +52,7 @@ __all__ = [
     "denormalize",
     "detection_grid",
     "draw_boxes",
+    "draw_label_text",
     "figure_to_array",
     "ground_truth_grid",
     "image_grid",
@@ -59,6 +61,7 @@ __all__ = [
     "raw_prediction_grid",
     "save_figure",
     "show_boxes",
+    "show_labels",
     "top_raw_predictions",
 ]
 
@@ -128,6 +131,40 @@ def draw_boxes(
     return patches
 
 
+def draw_label_text(
+    ax: Axes,
+    labels: Tensor | np.ndarray | Sequence[int],
+    class_names: Sequence[str] | None = None,
+    scores: Tensor | np.ndarray | Sequence[float] | None = None,
+    fontsize: float = 9.0,
+) -> str:
+    """Write a classifier's answer in the top-left corner of ``ax``'s image, one class per line
+    (the lesson's ``draw_text(ax, (0, 0), ...)``), white with a black outline.
+
+    Args:
+        labels: ``(N,)`` class indices, written as ``class_names[label]`` (or the number).
+        scores: ``(N,)`` written after each name with two decimals.
+
+    Returns:
+        The text written (``""`` for no labels: nothing is drawn).
+    """
+    labels = _numpy(labels).reshape(-1)
+    scores = None if scores is None else _numpy(scores).reshape(-1)
+    lines = []
+    for i, label in enumerate(labels):
+        c = int(label)
+        name = class_names[c] if class_names is not None and 0 <= c < len(class_names) else str(c)
+        lines.append(name if scores is None else f"{name} {float(scores[i]):.2f}")
+    text = "\n".join(lines)
+    if text:
+        artist = ax.text(
+            0.01, 0.99, text, transform=ax.transAxes, va="top", ha="left", color="white",
+            fontsize=fontsize, weight="bold", clip_on=True,
+        )
+        artist.set_path_effects(_outline(max(fontsize / 3, 2.0)))
+    return text
+
+
 def image_grid(n: int, ncols: int = 4, size: float = 3.5) -> tuple[Figure, list[Axes]]:
     """A figure of ``ceil(n / ncols)`` rows of square panels ``size`` inches wide, axes switched
     off; returns the figure and its first ``n`` axes (the spare ones stay blank)."""
@@ -137,6 +174,23 @@ def image_grid(n: int, ncols: int = 4, size: float = 3.5) -> tuple[Figure, list[
     for ax in axes.flat:
         ax.set_axis_off()
     return fig, list(axes.flat)[:n]
+
+
+def _image_figure(image: np.ndarray, ax: Axes | None, max_side: int) -> tuple[Figure, Axes, float]:
+    """``(figure, axes, font size)`` showing ``image``; without ``ax`` the figure is the image
+    itself (no margins, ``W x H`` pixels scaled down to ``max_side``, font proportional to it)."""
+    if ax is None:
+        height, width = image.shape[:2]
+        dpi = 100
+        scale = min(1.0, max_side / max(height, width))
+        fig = plt.figure(figsize=(width * scale / dpi, height * scale / dpi), dpi=dpi)
+        ax = fig.add_axes((0, 0, 1, 1))
+        fontsize = max(7.0, 0.025 * max(height, width) * scale * 72 / dpi)
+    else:
+        fig, fontsize = ax.figure, 9.0
+    ax.imshow(image)
+    ax.set_axis_off()
+    return fig, ax, fontsize
 
 
 def show_boxes(
@@ -154,18 +208,26 @@ def show_boxes(
     Without ``ax``, the figure is the image itself: no margins, ``W x H`` pixels when rendered
     (scaled down so the longer side is at most ``max_side``), label size proportional to it.
     """
-    if ax is None:
-        height, width = image.shape[:2]
-        dpi = 100
-        scale = min(1.0, max_side / max(height, width))
-        fig = plt.figure(figsize=(width * scale / dpi, height * scale / dpi), dpi=dpi)
-        ax = fig.add_axes((0, 0, 1, 1))
-        fontsize = max(7.0, 0.025 * max(height, width) * scale * 72 / dpi)
-    else:
-        fig, fontsize = ax.figure, 9.0
-    ax.imshow(image)
-    ax.set_axis_off()
+    fig, ax, fontsize = _image_figure(image, ax, max_side)
     draw_boxes(ax, boxes, labels, class_names, scores, fontsize=fontsize, linewidth=max(2.0, fontsize / 5))
+    if title:
+        ax.set_title(title, fontsize=9)
+    return fig
+
+
+def show_labels(
+    image: np.ndarray,
+    labels: Tensor | np.ndarray | Sequence[int],
+    class_names: Sequence[str] | None = None,
+    scores: Tensor | np.ndarray | Sequence[float] | None = None,
+    ax: Axes | None = None,
+    title: str | None = None,
+    max_side: int = 1024,
+) -> Figure:
+    """One ``(H, W, 3)`` uint8 image with a classifier's ``(N,)`` labels (and scores) written in
+    its top-left corner (:func:`draw_label_text`); sized as :func:`show_boxes`."""
+    fig, ax, fontsize = _image_figure(image, ax, max_side)
+    draw_label_text(ax, labels, class_names, scores, fontsize=fontsize)
     if title:
         ax.set_title(title, fontsize=9)
     return fig
@@ -397,10 +459,13 @@ def detection_grid(
         images: ``(H, W, 3)`` uint8 arrays.
         predictions: per image ``boxes (N, 4)`` xyxy in that image's pixels, ``labels (N,)`` and,
             optionally, ``scores (N,)`` (e.g. :func:`detector.postprocess.to_pixels`' output).
+            A stepping-stone task's prediction may lack ``labels`` (the box regressor: boxes
+            only) or ``boxes`` (the classifiers: its labels are written in the top-left corner).
         targets: per image ``boxes (M, 4)`` xyxy pixels and ``labels (M,)``, or ``None``.
 
     Returns:
-        A figure whose panel ``i`` holds ``M_i + N_i`` rectangles (targets first).
+        A figure whose panel ``i`` holds ``M_i + N_i`` rectangles (targets first; ``N_i = 0``
+        for a prediction without boxes).
     """
     fig, axes = image_grid(len(images), ncols, size)
     for i, ax in enumerate(axes):
@@ -408,7 +473,10 @@ def detection_grid(
         if targets is not None:
             draw_boxes(ax, targets[i]["boxes"], targets[i]["labels"], class_names, linestyle="--")
         pred = predictions[i]
-        draw_boxes(ax, pred["boxes"], pred["labels"], class_names, pred.get("scores"), colour_offset=7)
+        if "boxes" in pred:
+            draw_boxes(ax, pred["boxes"], pred.get("labels"), class_names, pred.get("scores"), colour_offset=7)
+        else:
+            draw_label_text(ax, pred["labels"], class_names, pred.get("scores"))
         if titles is not None:
             ax.set_title(titles[i], fontsize=9)
     fig.tight_layout()
