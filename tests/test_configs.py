@@ -1,0 +1,32 @@
+"""Every shipped config parses with train.py's parser and passes the model checks, so a typo in a
+YAML (a renamed option, an impossible grid) fails here and not an hour into someone's run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from detector.checks import check_model_config
+from helpers import REPO, script
+
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+
+
+def test_every_config_is_tested():
+    names = {c.stem for c in CONFIGS}
+    assert {"shapes", "debug", "lesson9_ssd", "lesson9_ssd_4x4", "bccd", "raccoon"} <= names, names
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
+def test_config_parses_and_passes_the_model_checks(config: Path, capsys: pytest.CaptureFixture):
+    train_py = script("train")
+    with pytest.raises(SystemExit) as info:
+        train_py.main(["fit", "--config", str(config), "--print_config"])
+    assert info.value.code in (0, None), capsys.readouterr().err[-3000:]
+    resolved = yaml.safe_load(capsys.readouterr().out)
+    model = resolved["model"]
+    assert model["class_path"].startswith("detector.")
+    assert model["init_args"]["stages"], "a recipe needs at least one stage"
+    assert check_model_config(yaml.safe_load(config.read_text())["model"]) == []
