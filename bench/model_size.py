@@ -24,11 +24,14 @@ CONFIGS: dict[str, dict] = {
     ),
     "resnet18": dict(num_classes=20, backbone="resnet18", image_size=224, grids=(4, 2, 1), **LESSON_ANCHORS),
     "resnet50": dict(num_classes=20, backbone="resnet50", image_size=224, grids=(4, 2, 1), **LESSON_ANCHORS),
-    "lite0_256_8421": dict(
-        num_classes=6, backbone="efficientnet_lite0", image_size=256, grids=(8, 4, 2, 1), **LESSON_ANCHORS
+    "shapes.yaml": dict(
+        num_classes=7, backbone="efficientnet_lite0", image_size=192, grids=(12, 6, 3, 2, 1), channels=128, **LESSON_ANCHORS
     ),
-    "lite0_256_168421": dict(
-        num_classes=6, backbone="efficientnet_lite0", image_size=256, grids=(16, 8, 4, 2, 1), **LESSON_ANCHORS
+    "bccd.yaml": dict(
+        num_classes=3, backbone="efficientnet_lite0", image_size=320, grids=(20, 10, 5, 3, 1), channels=128, **LESSON_ANCHORS
+    ),
+    "raccoon.yaml": dict(
+        num_classes=1, backbone="efficientnet_lite0", image_size=256, grids=(8, 4, 2, 1), channels=128, **LESSON_ANCHORS
     ),
 }
 

@@ -39,7 +39,7 @@ Undefined values are NaN: a class with no non-difficult ground truth in the spli
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from pycocotools.cocoeval import Params
@@ -267,6 +267,18 @@ class DetectionMetrics(Metric):
             for b, lb, d in zip(gt_boxes, gt_labels, gt_difficult)
         ]
         return preds, targets
+
+    def _wrap_compute(self, compute: Callable) -> Callable:
+        """torchmetrics' wrapper squeezes every one-element tensor of the result to 0-dim, which
+        would turn the ``(C,)`` per-class tensors of a one-class dataset into scalars: undo that."""
+        wrapped = super()._wrap_compute(compute)
+
+        def per_class_kept(*args: Any, **kwargs: Any) -> dict[str, Any]:
+            out = wrapped(*args, **kwargs)
+            out["per_class"] = {k: v.reshape(self.num_classes) for k, v in out["per_class"].items()}
+            return out
+
+        return per_class_kept
 
     def compute(self) -> dict[str, Any]:
         """COCO and VOC numbers over every image seen (all processes); keys in the class docstring."""

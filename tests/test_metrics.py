@@ -391,3 +391,14 @@ def test_a_ddp_sync_gathers_every_rank():
     got, expected = synced.compute(), twice.compute()
     for key in ("map", "map_50", "map_75", "voc07_map_50", "voc_map_50"):
         torch.testing.assert_close(got[key], expected[key], equal_nan=True, msg=key)
+
+
+def test_one_class_keeps_per_class_tensors():
+    """A one-class dataset (raccoon): per-class results stay (1,) tensors, not torchmetrics' squeezed scalars."""
+    m = DetectionMetrics(num_classes=1)
+    box = torch.tensor([[0.1, 0.1, 0.5, 0.5]])
+    m.update([{"boxes": box, "scores": torch.tensor([0.9]), "labels": torch.tensor([0])}],
+             [{"boxes": box, "labels": torch.tensor([0]), "difficult": torch.tensor([False])}])
+    r = m.compute()
+    assert {k: tuple(v.shape) for k, v in r["per_class"].items()} == {k: (1,) for k in r["per_class"]}
+    assert r["per_class"]["map_50"][0].item() == 1.0 and r["map_50"].item() == 1.0
