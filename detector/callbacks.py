@@ -16,6 +16,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint as _LightningModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.strategies import DDPStrategy
 from torch import nn
@@ -28,6 +29,7 @@ __all__ = [
     "AtomicCheckpoints",
     "FiniteWeights",
     "ImageCounts",
+    "ModelCheckpoint",
     "NonFiniteWeightsError",
     "StagedFreezing",
     "apply_freeze",
@@ -199,6 +201,28 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 os.close(folder)
         for stale in path.parent.glob(f".{path.name}.*.partial"):
             stale.unlink(missing_ok=True)
+
+
+class ModelCheckpoint(_LightningModelCheckpoint):
+    """Lightning's ``ModelCheckpoint``, except that ``save_last=True`` writes ``last.ckpt`` after every
+    validation, as its documentation says. Lightning 2.6.6 writes it only when a top-k checkpoint was
+    saved at the same step, so after an epoch that did not improve the monitored metric ``last.ckpt``
+    stayed behind, and a resumed run repeated those epochs (and ``eval.py`` of ``last.ckpt``
+    evaluated older weights than the dashboards showed)."""
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)  # where Lightning saves when it validates every epoch
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_not_saved(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)  # ... and where it saves otherwise
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_not_saved(trainer)
+
+    def _save_last_if_not_saved(self, trainer: L.Trainer) -> None:
+        if self.save_last is True and not self._should_skip_saving_checkpoint(trainer):  # nothing saved at this step
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 class AtomicCheckpoints(L.Callback):

@@ -101,7 +101,7 @@ trainer:
     - class_path: detector.loggers.CSVLogger
       init_args: {{save_dir: {tmp_path}, name: csv}}
   callbacks:
-    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
+    - class_path: detector.callbacks.ModelCheckpoint
       init_args: {{dirpath: {tmp_path}/checkpoints, filename: best, monitor: val/map_50, mode: max, save_last: true, enable_version_counter: false}}
 model:
   class_path: detector.module.DetectorModule

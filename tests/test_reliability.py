@@ -22,9 +22,8 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 
-from detector.callbacks import NonFiniteWeightsError
+from detector.callbacks import ModelCheckpoint, NonFiniteWeightsError
 from detector.checks import CheckpointError, read_checkpoint
 from detector.data.datamodule import EpochSampler, SkippedSample, collate_detections
 from detector.data.records import BadRecordError
@@ -305,6 +304,22 @@ def test_eval_py_leaves_out_and_lists_images_gone_bad_under_skip(tiny_copy: Path
     metrics, _ = eval_py.evaluate(model, dm, "val", torch.device("cpu"))
     assert metrics["skipped_images"] == [r.image_id for r in gone] and metrics["images"] == 5
     assert "5 images" in eval_py.format_table(metrics) and "2 skipped as unreadable" in eval_py.format_table(metrics)
+
+
+def test_last_ckpt_is_written_after_every_validation_even_without_improvement(tiny: Path, tmp_path: Path):
+    """``save_top_k=0``: no epoch ever "improves"; Lightning 2.6.6's own ModelCheckpoint would then
+    write no last.ckpt until training ends, and a kill in epoch 2 would lose both epochs."""
+    seen: dict[int, int | None] = {}
+
+    class LastEpoch(L.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            last = tmp_path / "ckpt" / "last.ckpt"
+            seen[trainer.current_epoch] = read_checkpoint(last)["epoch"] if last.exists() else None
+
+    stages = [Stage(3, "none")]
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val/map_50", mode="max", save_top_k=0, save_last=True)
+    trainer(tmp_path, stages, callbacks=[checkpoints, LastEpoch()], enable_checkpointing=True).fit(module(stages), datamodule(tiny))
+    assert seen == {0: None, 1: 0, 2: 1}
 
 
 # ------------------------------------------------------------------------------ 3. non-finite loss

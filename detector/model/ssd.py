@@ -14,23 +14,15 @@ from detector.anchors import anchors_per_cell, make_anchors
 from detector.model.backbones import Backbone, build_backbone
 from detector.model.head import SSDHead
 
-__all__ = ["SSD", "build_ssd"]
+__all__ = ["SSD", "BodyAndHead", "build_ssd"]
 
 
-class SSD(nn.Module):
-    """``backbone`` + ``head``.
+class BodyAndHead(nn.Module):
+    """A backbone body and a head, split into fastai's three layer groups; the SSD and the
+    stepping-stone networks of :mod:`detector.tasks` share this."""
 
-    ``forward(images (B, 3, S, S))`` with images normalised by ``backbone.mean`` / ``backbone.std``
-    -> ``(cls_logits (B, A, C), box_deltas (B, A, 4))`` raw activations, row ``a`` belonging to
-    anchor ``a`` of ``make_anchors(head.grids, zooms, ratios)``.
-    """
-
-    def __init__(self, backbone: Backbone, head: SSDHead) -> None:
+    def __init__(self, backbone: Backbone, head: nn.Module) -> None:
         super().__init__()
-        if tuple(backbone.out_channels) != head.in_channels:
-            raise ValueError(
-                f"head expects channels {head.in_channels} at strides 8, 16, 32; backbone gives {backbone.out_channels}"
-            )
         self.backbone = backbone
         self.head = head
 
@@ -42,6 +34,22 @@ class SSD(nn.Module):
     def param_groups(self) -> list[list[nn.Parameter]]:
         """Parameters of :attr:`layer_groups`, in the same order (the lesson's lrs ``[lr/100, lr/10, lr]``)."""
         return [list(group.parameters()) for group in self.layer_groups]
+
+
+class SSD(BodyAndHead):
+    """``backbone`` + ``head``.
+
+    ``forward(images (B, 3, S, S))`` with images normalised by ``backbone.mean`` / ``backbone.std``
+    -> ``(cls_logits (B, A, C), box_deltas (B, A, 4))`` raw activations, row ``a`` belonging to
+    anchor ``a`` of ``make_anchors(head.grids, zooms, ratios)``.
+    """
+
+    def __init__(self, backbone: Backbone, head: SSDHead) -> None:
+        if tuple(backbone.out_channels) != head.in_channels:
+            raise ValueError(
+                f"head expects channels {head.in_channels} at strides 8, 16, 32; backbone gives {backbone.out_channels}"
+            )
+        super().__init__(backbone, head)
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """``(B, 3, S, S)`` -> ``(cls_logits (B, A, C), box_deltas (B, A, 4))``."""

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from detector.model.backbones import Backbone
+from detector.model.ssd import BodyAndHead
 
 __all__ = ["ConcatPool", "TaskNet", "box_head", "feature_side", "pooled_head", "single_object_head"]
 
@@ -90,26 +91,12 @@ def single_object_head(
     )
 
 
-class TaskNet(nn.Module):
+class TaskNet(BodyAndHead):
     """``backbone`` + ``head`` reading its stride-32 map; the SSD's three layer groups.
 
     ``forward(images (B, 3, S, S))``, normalised with ``backbone.mean`` / ``backbone.std`` -> the
     head's raw output ``(B, outputs)``.
     """
-
-    def __init__(self, backbone: Backbone, head: nn.Module) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.head = head
-
-    @property
-    def layer_groups(self) -> list[nn.Module]:
-        """fastai's three groups for freezing: ``[body group 0, body group 1, head]``."""
-        return [*self.backbone.layer_groups, self.head]
-
-    def param_groups(self) -> list[list[nn.Parameter]]:
-        """Parameters of :attr:`layer_groups`, in the same order (the lesson's lrs ``[lr/100, lr/10, lr]``)."""
-        return [list(group.parameters()) for group in self.layer_groups]
 
     def forward(self, images: Tensor) -> Tensor:
         """``(B, 3, S, S) -> (B, outputs)``."""
