@@ -1,13 +1,16 @@
 """Matching + SSD loss, forward and backward: the batched code vs the lesson's per-image loop.
 
-    .venv/bin/python bench/loss.py [--threads 1] [--repeats 7] [--train-repeats 2] [--no-train-step]
+    .venv/bin/python bench/loss.py [--threads 1] [--repeats 7] [--train-repeats 2] [--no-train-step] [--compile]
 
 Batch 64 with 0..20 objects per image (random), C = 20, for the lesson's 189 anchors and for the
 8,732 anchors of SSD300 (Liu et al. 2016). Each repeat times the batched ``SSDLoss`` and the loop
 (``tests/reference.py``'s port of ``ssd_loss``) back to back, in alternating order; the table shows
 the median. ``share_of_train_step`` divides the batched time at 189 anchors by one training step
 (forward + loss + backward + Adam step) of ``detector.model.build_ssd(num_classes=20,
-weights="none")`` at batch 64, 224 px. Prints a table, then one JSON line.
+weights="none")`` at batch 64, 224 px. ``--compile`` adds a third column: the same ``SSDLoss``
+under ``torch.compile(dynamic=True)`` (compiled once before timing; its one-time cost is printed),
+which fuses the elementwise passes that bound the eager code at 189 anchors. Prints a table, then
+one JSON line.
 """
 
 from __future__ import annotations
@@ -83,20 +86,24 @@ def loop_loss(cls_logits, box_deltas, anchors, boxes, labels) -> dict[str, torch
     return ssd_loss(cls_logits, box_deltas, boxes, labels, anchors, reduction="mean")
 
 
-def compare(anchors: Anchors, repeats: int) -> dict[str, float]:
-    """Median ms of batched and loop, timed back to back (alternating which goes first)."""
+def compare(anchors: Anchors, repeats: int, compiled: bool = False) -> dict[str, float]:
+    """Median ms of batched, loop (and compiled batched), timed back to back in rotating order."""
     inputs = batch(anchors, seed=0)
-    batched = SSDLoss()  # the defaults: tanh coder, focal, mean reduction
-    runs = {"batched": [], "loop": []}
-    fwd_bwd(batched, *inputs[:2], anchors, *inputs[2:])  # warm-up
-    fwd_bwd(loop_loss, *inputs[:2], anchors, *inputs[2:])
+    fns = {"batched": SSDLoss(), "loop": loop_loss}  # the defaults: tanh coder, focal, mean reduction
+    if compiled:
+        fns["compiled"] = torch.compile(SSDLoss(), dynamic=True)
+    warm_up = {name: fwd_bwd(fn, *inputs[:2], anchors, *inputs[2:]) for name, fn in fns.items()}
+    runs = {name: [] for name in fns}
     for r in range(repeats):
-        order = ("batched", "loop") if r % 2 == 0 else ("loop", "batched")
-        for name in order:
-            fn = batched if name == "batched" else loop_loss
-            runs[name].append(fwd_bwd(fn, *inputs[:2], anchors, *inputs[2:]))
+        names = list(fns)
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            runs[name].append(fwd_bwd(fns[name], *inputs[:2], anchors, *inputs[2:]))
     b, l = statistics.median(runs["batched"]), statistics.median(runs["loop"])
-    return {"batched_ms": round(b, 3), "loop_ms": round(l, 3), "speedup": round(l / b, 1)}
+    out = {"batched_ms": round(b, 3), "loop_ms": round(l, 3), "speedup": round(l / b, 1)}
+    if compiled:
+        c = statistics.median(runs["compiled"])
+        out.update(compiled_ms=round(c, 3), compiled_speedup=round(l / c, 1), compile_s=round(warm_up["compiled"] / 1e3, 1))
+    return out
 
 
 TRAIN_STEP = "detector.model.build_ssd(num_classes=20, weights='none') (ResNet-34 + the lesson's head)"
@@ -131,19 +138,24 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--train-repeats", type=int, default=2)
     parser.add_argument("--no-train-step", action="store_true", help="skip the (slow) ResNet-34 training step")
+    parser.add_argument("--compile", action="store_true", help="also time SSDLoss under torch.compile")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
     results = {
-        "anchors_189": compare(make_anchors(), args.repeats),
-        "anchors_8732": compare(ssd300_anchors(), args.repeats),
+        "anchors_189": compare(make_anchors(), args.repeats, args.compile),
+        "anchors_8732": compare(ssd300_anchors(), args.repeats, args.compile),
     }
     print(f"matching + loss, forward + backward, batch {BATCH}, <= {MAX_OBJECTS} objects, C = {NUM_CLASSES}, "
           f"torch threads = {args.threads}, median of {args.repeats}")
-    print(f"{'anchors':>8} {'batched ms':>11} {'loop ms':>10} {'speedup':>8}")
+    extra = f" {'compiled ms':>12} {'speedup':>8} {'compile s':>10}" if args.compile else ""
+    print(f"{'anchors':>8} {'batched ms':>11} {'loop ms':>10} {'speedup':>8}" + extra)
     for name, r in results.items():
-        print(f"{name.split('_')[1]:>8} {r['batched_ms']:>11.2f} {r['loop_ms']:>10.1f} {r['speedup']:>7.1f}x")
+        row = f"{name.split('_')[1]:>8} {r['batched_ms']:>11.2f} {r['loop_ms']:>10.1f} {r['speedup']:>7.1f}x"
+        if args.compile:
+            row += f" {r['compiled_ms']:>12.2f} {r['compiled_speedup']:>7.1f}x {r['compile_s']:>10.1f}"
+        print(row)
     share = None
     if not args.no_train_step:
         step_ms = train_step_ms(args.train_repeats)

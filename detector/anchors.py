@@ -58,6 +58,11 @@ class Anchors:
     def __len__(self) -> int:
         return self.cxcywh.shape[0]
 
+    def select(self, index: Tensor) -> "Anchors":
+        """The anchors at ``index`` (e.g. the positive ones, for the loss); ``grids`` and ``k`` still
+        describe the full set (the box coders read only ``cxcywh`` and ``cell_size``)."""
+        return Anchors(self.cxcywh[index], self.cell_size[index], self.grids, self.k)
+
     def to(self, device: torch.device | str) -> "Anchors":
         return Anchors(self.cxcywh.to(device), self.cell_size.to(device), self.grids, self.k)
 

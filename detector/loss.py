@@ -9,8 +9,14 @@ Per image, exactly as the lesson's ``ssd_1_loss``:
   SUMMED over anchors and classes and divided by C (the lesson's ``BCE_Loss``). With ``focal=True``
   each term is weighted by ``(alpha * t + (1 - alpha) * (1 - t)) * (1 - pt) ** gamma`` (Lin et al.
   2017, "Focal Loss for Dense Object Detection": alpha 0.25, gamma 2; the lesson's ``FocalLoss``),
-  the weight part of the autograd graph as in the lesson; ``torchvision.ops.sigmoid_focal_loss``
-  computes exactly these terms.
+  the weight part of the autograd graph as in the lesson; these are exactly the terms of
+  ``torchvision.ops.sigmoid_focal_loss`` (and the gradient is that of the whole expression).
+
+The class term is :class:`FocalBCESum`, written by hand: ``sigmoid_focal_loss`` builds a one-hot
+``(B, A, C)`` target and about ten ``(B, A, C)`` intermediates, and autograd walks as many back; the
+closed form below makes 5 passes forward and 4 back over the all-background block, then corrects
+the few positive (anchor, class) entries. On a CPU that is the difference between a loss costing
+more than the network's head and one that costs a few percent of it (``bench/loss.py``).
 
 Batch reduction:
 
@@ -28,17 +34,76 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import sigmoid_focal_loss
 
 from detector.anchors import Anchors
 from detector.box_coder import BoxCoder, make_box_coder
 from detector.matching import match
 
-__all__ = ["SSDLoss"]
+__all__ = ["SSDLoss", "FocalBCESum"]
 
 Reduction = Literal["mean", "lesson_sum"]
+
+
+def _background_terms(z: Tensor, weight: float, gamma: float) -> tuple[Tensor, Tensor | None, tuple[Tensor, ...]]:
+    """Focal BCE of logits ``z`` against target 0: ``(sum of the terms, p**gamma, (1 - p, softplus, p))``,
+    the last two what the gradient needs.
+
+    ``term = weight * p**gamma * softplus(z)`` with ``p = sigmoid(z)``, ``softplus(z) = -log(1 - p)``;
+    ``d term / dz = weight * p**gamma * (gamma * (1 - p) * softplus(z) + p)`` (the focal
+    factor's own derivative included, as autograd gives for the lesson's expression). ``gamma = 0`` is plain BCE.
+    ``1 - p`` is clamped at the dtype's tiny, so a logit above ~88 (float32) costs ~88, not inf.
+    """
+    q = torch.sigmoid(-z)  # (...) 1 - p, exact for large z where 1 - sigmoid(z) would round to 0
+    softplus = q.clamp(min=torch.finfo(q.dtype).tiny).log_().neg_()  # (...) -log(1 - p) = softplus(z)
+    p = 1 - q  # (...)
+    p_gamma = p.pow(gamma) if gamma else None  # (...)
+    total = weight * (torch.dot(p_gamma.reshape(-1), softplus.view(-1)) if p_gamma is not None else softplus.sum())
+    return total, p_gamma, (q, softplus, p)
+
+
+def _background_grad(scale: Tensor, gamma: float, p_gamma: Tensor | None, saved: tuple[Tensor, ...]) -> Tensor:
+    """``scale * d term / dz`` of :func:`_background_terms` (a new tensor); ``scale`` = the term's
+    weight times the incoming gradient."""
+    q, softplus, p = saved
+    if not gamma:
+        return p * scale
+    grad = torch.addcmul(p, q, softplus, value=gamma)  # (...) gamma (1 - p) softplus + p
+    return grad.mul_(p_gamma).mul_(scale)  # (...) times p**gamma
+
+
+class FocalBCESum(torch.autograd.Function):
+    """``sum`` of the focal BCE terms over a ``(..., C)`` logit block whose one-hot targets are all 0
+    except at the flat indices ``positive`` (each at most once), forward and backward in closed form.
+
+    ``apply(logits, positive, alpha, gamma)``; ``alpha = None`` means unweighted BCE (with ``gamma =
+    0``, the lesson's ``BCE_Loss``). A target-1 term at logit ``x`` is the target-0 term at ``-x``
+    with weight ``alpha``, so both use :func:`_background_terms`.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, positive: Tensor, alpha: float | None, gamma: float) -> Tensor:
+        w_pos, w_neg = (1.0, 1.0) if alpha is None else (alpha, 1.0 - alpha)
+        total, p_gamma, saved = _background_terms(logits, w_neg, gamma)  # every entry as background
+        x_pos = logits.reshape(-1)[positive]  # (P,) the positive entries' logits
+        pos_total, pos_p_gamma, pos_saved = _background_terms(-x_pos, w_pos, gamma)  # target 1 at x = target 0 at -x
+        neg_total, neg_p_gamma, neg_saved = _background_terms(x_pos, w_neg, gamma)  # ...replacing their background term
+        ctx.save_for_backward(positive, *saved, *pos_saved, *neg_saved,
+                              *(t for t in (p_gamma, pos_p_gamma, neg_p_gamma) if t is not None))
+        ctx.weights, ctx.gamma = (w_pos, w_neg), gamma
+        return total + pos_total - neg_total
+
+    @staticmethod
+    def backward(ctx, grad_total: Tensor):
+        positive, *rest = ctx.saved_tensors
+        saved, pos_saved, neg_saved, p_gammas = rest[0:3], rest[3:6], rest[6:9], rest[9:]
+        p_gamma, pos_p_gamma, neg_p_gamma = p_gammas if p_gammas else (None, None, None)
+        (w_pos, w_neg), gamma = ctx.weights, ctx.gamma
+        grad = _background_grad(w_neg * grad_total, gamma, p_gamma, saved)  # (..., C)
+        correction = -_background_grad(w_pos * grad_total, gamma, pos_p_gamma, pos_saved) - _background_grad(
+            w_neg * grad_total, gamma, neg_p_gamma, neg_saved
+        )  # (P,) d/dx of (target-1 term at -x) minus the background term counted above
+        return grad.view(-1).index_add_(0, positive, correction).view_as(grad), None, None, None
 
 
 class SSDLoss(nn.Module):
@@ -99,28 +164,26 @@ class SSDLoss(nn.Module):
         if labels.numel() and int(labels.max()) >= C:
             raise ValueError(f"labels must be < C = {C} (the number of classes); got {int(labels.max())}")
         targets = match(anchors, boxes, labels, self.iou_threshold)
-        positive = targets.positive[:, :, None]  # (B, A, 1)
+        b, a = targets.positive.nonzero(as_tuple=True)  # (P,) each: image and anchor of every positive
 
-        # loc: background rows get the anchor itself as a harmless finite target, then are masked out.
-        target_boxes = torch.where(positive, targets.target_boxes, anchors.xyxy.to(box_deltas))  # (B, A, 4)
-        per_coord = self.coder.loc_loss(box_deltas, target_boxes, anchors) * positive  # (B, A, 4)
+        # loc: only the positive anchors' rows are decoded and compared, then summed per image.
+        per_coord = self.coder.loc_loss(box_deltas[b, a], targets.target_boxes[b, a], anchors.select(a))  # (P, 4)
         num_pos = targets.positive.sum(dim=1)  # (B,)
-        loc = per_coord.sum(dim=(1, 2)) / (4 * num_pos).clamp(min=1)  # (B,) 0 where no positives
+        loc = box_deltas.new_zeros(B).index_add(0, b, per_coord.sum(dim=1))  # (B,) sums, 0 where no positives
+        loc = loc / (4 * num_pos).clamp(min=1)  # (B,) the mean over positives x 4 coordinates
 
-        # cls: one-hot over the C real classes; background (-1) is the all-zero row.
-        classes = torch.arange(C, device=cls_logits.device)  # (C,)
-        onehot = (targets.target_labels[:, :, None] == classes).to(cls_logits.dtype)  # (B, A, C)
-        if self.focal:
-            terms = sigmoid_focal_loss(cls_logits, onehot, self.alpha, self.gamma, reduction="none")  # (B, A, C)
-        else:
-            terms = F.binary_cross_entropy_with_logits(cls_logits, onehot, reduction="none")  # (B, A, C)
-        cls = terms.sum(dim=(1, 2)) / C  # (B,)
+        # cls: one-hot over the C real classes, background (-1) the all-zero row, given to the closed
+        # form as the flat indices of its ones; summed over anchors, classes AND images, divided by C.
+        ones = (b * A + a) * C + targets.target_labels[b, a]  # (P,) flat index into (B, A, C)
+        logits = cls_logits.to(torch.promote_types(cls_logits.dtype, torch.float32))  # fp16/bf16 -> float32
+        alpha, gamma = (self.alpha, self.gamma) if self.focal else (None, 0.0)
+        cls_sum = FocalBCESum.apply(logits.contiguous(), ones, alpha, gamma) / C  # () sum over the batch
 
         if self.reduction == "lesson_sum":
-            loc_total, cls_total = loc.sum(), cls.sum()
+            loc_total, cls_total = loc.sum(), cls_sum
         else:
             has_pos = num_pos > 0  # (B,)
             loc_total = (loc * has_pos).sum() / has_pos.sum().clamp(min=1)
-            cls_total = cls.mean()
+            cls_total = cls_sum / B  # the mean over images
         loss = self.loc_weight * loc_total + self.cls_weight * cls_total
         return {"loc": loc_total, "cls": cls_total, "loss": loss}

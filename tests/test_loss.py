@@ -7,7 +7,7 @@ from torchvision.ops import sigmoid_focal_loss
 
 from detector.anchors import make_anchors
 from detector.box_coder import SSDCoder
-from detector.loss import SSDLoss
+from detector.loss import FocalBCESum, SSDLoss
 from detector.matching import match
 from reference import random_targets, ssd_loss
 
@@ -139,3 +139,44 @@ def test_bad_inputs_fail_loudly():
         SSDLoss()(cls_logits, box_deltas, anchors, boxes, labels.clamp(min=0) + C)
     with pytest.raises(ValueError, match="reduction"):
         SSDLoss(reduction="sum")
+
+
+@pytest.mark.parametrize("alpha,gamma", [(0.25, 2.0), (0.25, 1.0), (0.4, 1.5), (None, 0.0)])
+def test_closed_form_focal_sum_equals_torchvision_and_autograd(alpha, gamma):
+    gen = torch.Generator().manual_seed(3)
+    x = (3 * torch.randn(4, 30, 5, generator=gen, dtype=torch.float64)).requires_grad_()
+    t = (torch.rand(4, 30, 5, generator=gen, dtype=torch.float64) < 0.1).to(torch.float64)
+    ones = t.view(-1).nonzero().squeeze(1)
+    got = FocalBCESum.apply(x, ones, alpha, gamma)
+    if alpha is None:
+        want = F.binary_cross_entropy_with_logits(x, t, reduction="sum")
+    else:
+        want = sigmoid_focal_loss(x, t, alpha=alpha, gamma=gamma, reduction="sum")
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    (g,), (w,) = torch.autograd.grad(got, x), torch.autograd.grad(want, x)
+    torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda v: FocalBCESum.apply(v, ones, alpha, gamma), (x,))
+
+
+def test_closed_form_focal_sum_stays_finite_for_extreme_logits():
+    x = torch.tensor([[-200.0, -30.0, 0.0, 30.0, 200.0]], requires_grad=True)
+    ones = torch.tensor([1, 3])  # targets 0 1 0 1 0: the 200 logit is a confident false positive
+    total = FocalBCESum.apply(x, ones, 0.25, 2.0)
+    (grad,) = torch.autograd.grad(total, x)
+    assert torch.isfinite(total) and torch.isfinite(grad).all()
+    # 200 on a background class costs ~0.75 * 88 (log clamped at float32's tiny), gradient ~0.75
+    assert 60 < total.item() < 80 and grad[0, 4].item() == pytest.approx(0.75, rel=1e-4)
+    assert grad[0, 3].abs().item() < 1e-6 and grad[0, 0].abs().item() < 1e-6  # confident and right
+
+
+@pytest.mark.slow
+def test_torch_compile_gives_the_same_loss_and_gradients():
+    # bench/loss.py --compile times this; compiling takes about a minute on a 2-core CPU.
+    criterion, compiled = SSDLoss(), torch.compile(SSDLoss(), dynamic=True)
+    for seed in (0, 1):  # a second batch, other object counts: no recompilation needed to stay right
+        cls_logits, box_deltas, anchors, boxes, labels = _batch(seed, dtype=torch.float32)
+        got, want = compiled(cls_logits, box_deltas, anchors, boxes, labels), criterion(cls_logits, box_deltas, anchors, boxes, labels)
+        for name in ("loc", "cls", "loss"):
+            torch.testing.assert_close(got[name], want[name], rtol=1e-5, atol=1e-6)
+        for g, w in zip(_grads(got, cls_logits, box_deltas), _grads(want, cls_logits, box_deltas)):
+            torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)
