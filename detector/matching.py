@@ -78,19 +78,13 @@ def match(anchors: Anchors, boxes: Tensor, labels: Tensor, iou_threshold: float 
     A = len(anchors)
     is_real = labels >= 0  # (B, M)
     iou = batched_box_iou(boxes, anchors.xyxy.to(boxes))  # (B, M, A)
-    iou.masked_fill_(~is_real[:, :, None], -1.0)  # (B, M, A) padding never wins
+    iou = iou.masked_fill(~is_real[:, :, None], -1.0)  # (B, M, A) padding never wins
 
-    # Step 2: each anchor's best object (the lesson's gt_overlap, gt_idx = overlaps.max(0)). The index
-    # is the first object reaching the best overlap, found with a second amax over M - m: on a CPU,
-    # max(dim=1) with indices over this middle dimension costs 6x two amaxes.
-    overlap = iou.amax(dim=1)  # (B, A)
-    rank = torch.arange(M, 0, -1, device=iou.device, dtype=iou.dtype)[:, None]  # (M, 1) M - m
-    first = (iou == overlap[:, None, :]).to(iou.dtype).mul_(rank).amax(dim=1)  # (B, A) M - first best m
-    matched_idx = M - first.long()  # (B, A)
-    # Step 3: each object's best anchor (the lesson's prior_idx = overlaps.max(1)[1]; max's first
-    # maximum, as argmax, but 2x faster on a CPU); the later object wins a shared anchor: amax over
-    # object indices, padding contributing -1 (= "no object").
-    best_anchor = iou.max(dim=2).indices  # (B, M)
+    # Step 2: each anchor's best object (the lesson's gt_overlap, gt_idx = overlaps.max(0)).
+    overlap, matched_idx = iou.max(dim=1)  # (B, A) each
+    # Step 3: each object's best anchor (the lesson's prior_idx = overlaps.max(1)[1]); the later object
+    # wins a shared anchor: amax over object indices, padding contributing -1 (= "no object").
+    best_anchor = iou.argmax(dim=2)  # (B, M)
     objects = torch.arange(M, device=labels.device).expand(B, M).masked_fill(~is_real, -1)  # (B, M)
     forced = labels.new_full((B, A), -1).scatter_reduce(1, best_anchor, objects, reduce="amax")  # (B, A)
     is_forced = forced >= 0  # (B, A)
