@@ -3,6 +3,7 @@
     python eval.py --checkpoint runs/shapes/checkpoints/best.ckpt --split val --out runs/shapes/eval
     python eval.py --checkpoint CKPT --data configs/lesson9_ssd.yaml --split test --out out/voc_test
     python eval.py --checkpoint CKPT --json my_test.json --image-dir my_images --out out/mine
+    python eval.py --checkpoint CKPT --out out/nms05 --nms-iou 0.5 --score-threshold 0.001
 
 The data comes from the checkpoint (the data module it was trained with), from another config's
 ``data:`` section (``--data``), or from any COCO-format JSON + image folder (``--json``,
@@ -13,7 +14,7 @@ that cannot be read are left out and listed in ``metrics.json`` (``skipped_image
 
 Writes ``OUT/metrics.json`` (``map``, ``map_50``, ``map_75``, ``voc07_map_50``, ``voc_map_50``,
 ``per_class``: {class: {ap, ap_50, ap_75, voc07_ap_50, voc_ap_50, objects}}, plus the split and
-checkpoint) and ``OUT/detections.json``: COCO results (``image_id``, ``category_id`` = the JSON's
+checkpoint, and the post-processing used: ``postprocess``) and ``OUT/detections.json``: COCO results (``image_id``, ``category_id`` = the JSON's
 id, ``bbox`` = ``[x, y, w, h]`` in original-image pixels, ``score``), which pycocotools'
 ``COCO.loadRes`` reads directly.
 """
@@ -25,6 +26,7 @@ import json
 import math
 import sys
 from pathlib import Path
+from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -169,15 +171,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... or auto")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--nms-iou", type=float, help="NMS IoU threshold instead of the checkpoint's (lesson: 0.4)")
+    parser.add_argument("--score-threshold", type=float, help="drop detections scoring below this (default: the checkpoint's)")
     args = parser.parse_args(argv)
 
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     checkpoint, model = load_detector(args.checkpoint)
+    for name, value in (("iou_threshold", args.nms_iou), ("score_threshold", args.score_threshold)):
+        if value is not None:
+            if not 0.0 <= value <= 1.0:
+                raise SystemExit(f"eval.py: --{'nms-iou' if name == 'iou_threshold' else 'score-threshold'} must be in [0, 1]; got {value}")
+            setattr(model.post_cfg, name, value)
     dm = DetectionDataModule(**_data_args(args, checkpoint, model))
     if dm.class_names != model.class_names:
         raise SystemExit(f"eval.py: the data's classes {dm.class_names} differ from the checkpoint's {model.class_names}")
     metrics, results = evaluate(model, dm, args.split, device)
     metrics["checkpoint"] = str(args.checkpoint)
+    metrics["postprocess"] = asdict(model.post_cfg)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

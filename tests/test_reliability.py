@@ -474,6 +474,20 @@ def test_non_finite_loss_on_one_ddp_process_stops_every_process_at_that_step(tin
     assert_last_good(tmp_path / "checkpoints" / "last.ckpt", epoch=0)
 
 
+def test_eval_py_post_processing_can_be_overridden_and_is_recorded(uninterrupted: Path, tmp_path: Path):
+    ckpt = str(uninterrupted / "checkpoints" / "last.ckpt")
+    common = ["--checkpoint", ckpt, "--batch-size", "4", "--workers", "0"]
+    base = eval_py.main([*common, "--out", str(tmp_path / "base")])
+    strict = eval_py.main([*common, "--out", str(tmp_path / "strict"), "--nms-iou", "0.1", "--score-threshold", "0.5"])
+    assert base["postprocess"]["iou_threshold"] == 0.4 and base["postprocess"]["score_threshold"] == 0.01
+    assert strict["postprocess"]["iou_threshold"] == 0.1 and strict["postprocess"]["score_threshold"] == 0.5
+    counted = {name: json.loads((tmp_path / name / "detections.json").read_text()) for name in ("base", "strict")}
+    assert len(counted["base"]) > len(counted["strict"]) and min(d["score"] for d in counted["base"]) >= 0.01
+    assert all(d["score"] >= 0.5 for d in counted["strict"])
+    with pytest.raises(SystemExit, match=r"--nms-iou must be in \[0, 1\]; got 1.5"):
+        eval_py.main([*common, "--out", str(tmp_path / "bad"), "--nms-iou", "1.5"])
+
+
 def renamed_classes(root: Path, tmp_path: Path) -> Path:
     """The val split with the same number of classes under other names."""
     data = json.loads((root / "shapes_val.json").read_text())
