@@ -25,8 +25,8 @@ import argparse
 import json
 import math
 import sys
-from pathlib import Path
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -177,11 +177,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     checkpoint, model = load_detector(args.checkpoint)
-    for name, value in (("iou_threshold", args.nms_iou), ("score_threshold", args.score_threshold)):
+    for flag, field, value in (("--nms-iou", "iou_threshold", args.nms_iou), ("--score-threshold", "score_threshold", args.score_threshold)):
         if value is not None:
             if not 0.0 <= value <= 1.0:
-                raise SystemExit(f"eval.py: --{'nms-iou' if name == 'iou_threshold' else 'score-threshold'} must be in [0, 1]; got {value}")
-            setattr(model.post_cfg, name, value)
+                raise SystemExit(f"eval.py: {flag} must be in [0, 1]; got {value}")
+            setattr(model.post_cfg, field, value)
     dm = DetectionDataModule(**_data_args(args, checkpoint, model))
     if dm.class_names != model.class_names:
         raise SystemExit(f"eval.py: the data's classes {dm.class_names} differ from the checkpoint's {model.class_names}")

@@ -94,8 +94,8 @@ def compare(anchors: Anchors, repeats: int, compiled: bool = False) -> dict[str,
         fns["compiled"] = torch.compile(SSDLoss(), dynamic=True)
     warm_up = {name: fwd_bwd(fn, *inputs[:2], anchors, *inputs[2:]) for name, fn in fns.items()}
     runs = {name: [] for name in fns}
+    names = list(fns)
     for r in range(repeats):
-        names = list(fns)
         for name in names[r % len(names):] + names[: r % len(names)]:
             runs[name].append(fwd_bwd(fns[name], *inputs[:2], anchors, *inputs[2:]))
     b, l = statistics.median(runs["batched"]), statistics.median(runs["loop"])
