@@ -52,12 +52,14 @@ class AnchorConfig:
 @dataclass
 class HeadConfig:
     """The SSD head: ``dropout`` in each StdConv, ``head_dropout`` at its input (the lesson's
-    ``drop = 0.4`` for both), class-logit ``bias`` at init (the lesson: -4 for k = 9), width."""
+    ``drop = 0.4`` for both), class-logit ``bias`` at init (the lesson: -4 for k = 9), width, and
+    ``top_down``: FPN's top-down pathway into the grids finer than stride 32 (beyond the lesson)."""
 
     dropout: float = 0.4
     head_dropout: float = 0.4
     bias: float = -4.0
     channels: int = 256
+    top_down: bool = False
 
 
 @dataclass
@@ -363,6 +365,7 @@ class DetectorModule(StagedModule):
             head_dropout=head.head_dropout,
             bias=head.bias,
             channels=head.channels,
+            top_down=head.top_down,
         )
         self._model_ready(anchors=asdict(anchors), head=asdict(head), loss=asdict(loss), postprocess=asdict(postprocess))
         a = make_anchors(anchors.grids, anchors.zooms, anchors.ratios)

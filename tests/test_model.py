@@ -246,3 +246,41 @@ def test_efficientnet_lite0_recognises_the_dog_of_voc_000001(voc_sample):
     top5 = probs.topk(5).indices.tolist()
     assert top5[0] in IMAGENET_DOGS and probs[top5[0]] > 0.25, top5
     assert sum(i in IMAGENET_DOGS for i in top5) >= 4, top5
+
+
+def _fpn_pair(grids):
+    """The same head without and with ``top_down``, sharing every weight the plain one has."""
+    kwargs = dict(k=2, num_classes=3, dropout=0.0, head_dropout=0.0, channels=16)
+    plain = SSDHead((8, 12, 20), 64, grids, **kwargs).eval()
+    fpn = SSDHead((8, 12, 20), 64, grids, top_down=True, **kwargs).eval()
+    missing, unexpected = fpn.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and all(name.startswith("lateral_") for name in missing), missing
+    return plain, fpn
+
+
+def test_top_down_starts_as_the_plain_head_and_learns():
+    """FPN's top-down pathway (zero-initialised 1x1 convs) leaves a new head's outputs unchanged,
+    and its convs get gradient, so training can use the coarser map's context."""
+    plain, fpn = _fpn_pair((8, 4, 2, 1))  # 8 = the stride-8 map at 64 px, 4 = stride 16
+    assert {"lateral_s16", "lateral_s8"} <= {name for name, _ in fpn.named_children()}
+    torch.manual_seed(0)
+    features = [torch.randn(2, 8, 8, 8), torch.randn(2, 12, 4, 4), torch.randn(2, 20, 2, 2)]
+    for a, b in zip(plain(features), fpn(features)):
+        assert torch.equal(a, b)
+    cls_logits, box_deltas = fpn(features)
+    (cls_logits.square().sum() + box_deltas.square().sum()).backward()
+    for name in ("lateral_s16", "lateral_s8"):
+        assert fpn.get_submodule(name).weight.grad.abs().sum() > 0, name
+    with torch.no_grad():  # a trained pathway changes the fine grids' outputs and nothing coarser
+        fpn.lateral_s16.weight.fill_(0.1)
+        fpn.lateral_s8.weight.fill_(0.1)
+    changed = (fpn(features)[0] - plain(features)[0]).abs().amax(dim=(0, 2)) > 0  # (A,)
+    fine = 2 * (8 * 8 + 4 * 4)  # anchors of the 8x8 and 4x4 grids come first
+    assert changed[:fine].all() and not changed[fine:].any()
+
+
+def test_top_down_only_where_a_fine_grid_reads_it():
+    _, fpn = _fpn_pair((4, 2, 1))  # no stride-8 grid: no lateral_s8
+    assert "lateral_s16" in dict(fpn.named_children()) and "lateral_s8" not in dict(fpn.named_children())
+    with pytest.raises(ValueError, match="top_down .* grids \\[2, 1\\] have neither"):
+        SSDHead((8, 12, 20), 64, (2, 1), k=1, num_classes=2, dropout=0.0, head_dropout=0.0, top_down=True)

@@ -10,6 +10,11 @@ single-grid ``SSD_Head`` (whose 4x4 conv the lesson happened to call ``sconv2``;
 Beyond the lesson: grids finer than ``S/32`` come from the backbone's stride-16 (``S/16``) and
 stride-8 (``S/8``) maps, each through the same ReLU -> dropout, its own stride-1 ``StdConv``
 (``sconv_s16`` / ``sconv_s8``) and its own ``OutConv`` (``out_s16`` / ``out_s8``), for small objects.
+With ``top_down`` those finer maps first get the coarser map's context added, the top-down pathway
+of a feature pyramid (Lin et al. 2017, "Feature Pyramid Networks for Object Detection"): the coarser
+map through a 1x1 conv (``lateral_s16``: stride 32 -> the stride-16 map's channels; ``lateral_s8``:
+the merged stride-16 map -> stride 8's), nearest-neighbour upsampled x2 and summed in. The 1x1 convs
+start at zero, so a pretrained body's maps are what the head first sees, as without ``top_down``.
 """
 
 from __future__ import annotations
@@ -98,6 +103,7 @@ class SSDHead(nn.Module):
         head_dropout: dropout after the ReLU on each backbone map (lesson: 0.25 / 0.4).
         bias: initial class-logit bias (lesson: -3 in ``SSD_Head``; its ``SSD_MultiHead`` run used -4).
         channels: width of the head's ``StdConv`` s (lesson: 256).
+        top_down: add the coarser maps to the stride-16 / stride-8 maps first (FPN; module docstring).
 
     Forward: ``[(B, c8, S/8, S/8), (B, c16, S/16, S/16), (B, c32, S/32, S/32)]`` (sides rounded up)
     -> ``(cls_logits (B, A, C), box_deltas (B, A, 4))`` raw activations, ``A = k * sum(g*g)``.
@@ -114,6 +120,7 @@ class SSDHead(nn.Module):
         head_dropout: float,
         bias: float = -3.0,
         channels: int = 256,
+        top_down: bool = False,
     ) -> None:
         super().__init__()
         if len(in_channels) != 3:
@@ -136,6 +143,19 @@ class SSDHead(nn.Module):
         c8, c16, c32 = in_channels
 
         self.drop = nn.Dropout(head_dropout)
+        if top_down and min(levels) > 1:
+            raise ValueError(
+                f"top_down adds context to the grids read from the stride-16 and stride-8 maps "
+                f"({sizes[1]} and {sizes[0]} at {image_size} px); grids {list(grids)} have neither"
+            )
+        self.top_down = top_down
+        if top_down:
+            self.lateral_s16 = nn.Conv2d(c32, c16, 1)
+            if 0 in levels:
+                self.lateral_s8 = nn.Conv2d(c16, c8, 1)
+            for conv in (m for m in self.children() if isinstance(m, nn.Conv2d)):
+                nn.init.zeros_(conv.weight)
+                nn.init.zeros_(conv.bias)
         if 0 in levels:
             self.sconv_s8 = StdConv(c8, channels, stride=1, drop=dropout)
         if 1 in levels:
@@ -162,6 +182,10 @@ class SSDHead(nn.Module):
                 f"8, 16, 32; got {sides}: resize the images or build the model with their image_size"
             )
         f8, f16, f32 = features
+        if self.top_down:  # FPN's top-down pathway: (B, c32, s32, s32) -> (B, c16, s16, s16) -> (B, c8, s8, s8)
+            f16 = f16 + F.interpolate(self.lateral_s16(f32), size=f16.shape[-2:], mode="nearest")
+            if "out_s8" in self.out_names:
+                f8 = f8 + F.interpolate(self.lateral_s8(f16), size=f8.shape[-2:], mode="nearest")
         maps: dict[str, Tensor] = {}  # OutConv name -> the map it reads
         if "out_s8" in self.out_names:
             maps["out_s8"] = self.sconv_s8(self.drop(F.relu(f8)))

@@ -68,6 +68,7 @@ def build_ssd(
     head_dropout: float = 0.4,
     bias: float = -3.0,
     channels: int = 256,
+    top_down: bool = False,
 ) -> SSD:
     """The SSD for ``num_classes`` real classes; the defaults are the lesson's multi-grid model.
 
@@ -78,7 +79,7 @@ def build_ssd(
     """
     body = build_backbone(backbone, weights)
     k = anchors_per_cell(zooms, ratios)
-    head = SSDHead(body.out_channels, image_size, grids, k, num_classes, dropout, head_dropout, bias, channels)
+    head = SSDHead(body.out_channels, image_size, grids, k, num_classes, dropout, head_dropout, bias, channels, top_down)
     num_anchors = len(make_anchors(grids, zooms, ratios))
     if num_anchors != head.num_anchors:
         raise ValueError(
