@@ -93,6 +93,27 @@ def test_sigkill_or_crash_mid_epoch_then_resume_equals_uninterrupted_run(tiny: P
     assert_same_run(uninterrupted, tmp_path)
 
 
+def test_resume_with_ema_equals_uninterrupted_run(tiny: Path, tmp_path: Path):
+    """With Lightning's EMAWeightAveraging (as configs/shapes.yaml): a crashed run resumed from
+    last.ckpt continues both the raw weights and their average, bit for bit."""
+    ema = ["--trainer.callbacks+=lightning.pytorch.callbacks.EMAWeightAveraging", "--trainer.callbacks.init_args.decay=0.5"]
+    crash = ["--trainer.callbacks+=tests.crash.CrashAt", "--trainer.callbacks.init_args.epoch=1", "--trainer.callbacks.init_args.batch=2"]
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    full.mkdir(), resumed.mkdir()
+    r = cli("fit", "--config", str(tiny_config(full, tiny, epochs=2)), *ema, cwd=full)
+    assert r.returncode == 0, r.stderr[-3000:]
+    config = tiny_config(resumed, tiny, epochs=2)
+    r = cli("fit", "--config", str(config), *ema, *crash, cwd=resumed)
+    assert r.returncode == 1, r.stderr[-3000:]
+    r = cli("fit", "--config", str(config), *ema, "--ckpt_path", "last", cwd=resumed)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert_same_run(full, resumed)  # the averages (the checkpoints' state_dict) and the logs
+    raw = [read_checkpoint(root / "checkpoints" / "last.ckpt")["current_model_state"] for root in (full, resumed)]
+    assert all(torch.equal(raw[0][k], raw[1][k]) for k in raw[0])
+    average = read_checkpoint(full / "checkpoints" / "last.ckpt")["state_dict"]
+    assert any(not torch.equal(average[k], raw[0][k]) for k in raw[0] if raw[0][k].is_floating_point())
+
+
 def test_sigkill_while_writing_last_ckpt_keeps_the_previous_one(tiny: Path, uninterrupted: Path, tmp_path: Path):
     """Killed 1 MiB into writing epoch 1's last.ckpt: epoch 0's stays whole, and resuming from it
     gives the uninterrupted run; the half-written temporary file is cleared by the next save."""

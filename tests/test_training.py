@@ -141,3 +141,48 @@ def test_lr_find_saves_plot_and_suggestion(tiny: Path, tmp_path: Path):
     r = cli("lr_find", "--config", str(tiny_config(tmp_path, tiny)), "--num_steps", "12", "--out", str(out), cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert out.stat().st_size > 1000 and "suggested head learning rate" in r.stdout
+
+
+def test_ema_weights_are_validated_saved_and_evaluated(tiny: Path, tmp_path: Path):
+    """Lightning's EMAWeightAveraging (configs/shapes.yaml) with this module: validation scores the
+    average, the checkpoint's state_dict is the average (the raw weights beside it), and eval.py
+    scores exactly what validation scored."""
+    from lightning.pytorch.callbacks import EMAWeightAveraging
+
+    from detector.callbacks import ModelCheckpoint
+    from detector.checks import read_checkpoint
+    from helpers import script
+
+    from detector.data.shapes import CLASS_NAMES
+
+    stages = [Stage(2, "none")]
+    model = module(stages, class_names=list(CLASS_NAMES))  # the names eval.py checks against the data's
+    saver = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val/map_50", mode="max", save_last=True)
+    t = trainer(tmp_path, stages, callbacks=[EMAWeightAveraging(decay=0.5), saver], enable_checkpointing=True, num_sanity_val_steps=0)
+    t.fit(model, datamodule(tiny))
+    ckpt = read_checkpoint(tmp_path / "ckpt" / "last.ckpt")
+    average, raw = ckpt["state_dict"], ckpt["current_model_state"]
+    moved = [k for k, v in average.items() if v.is_floating_point() and not torch.equal(v, raw[k])]
+    assert any(".oconv1.weight" in k for k in moved), moved  # the head's weights are averaged
+    assert all(torch.equal(v, average[k]) for k, v in model.state_dict().items())  # fit ends on the average
+    metrics = script("eval").main(
+        ["--checkpoint", str(tmp_path / "ckpt" / "last.ckpt"), "--out", str(tmp_path / "eval"), "--batch-size", "4", "--workers", "0"]
+    )
+    assert metrics["map_50"] == pytest.approx(float(t.callback_metrics["val/map_50"]), rel=1e-6)
+
+
+def test_last_checkpoint_every_epoch_when_validation_is_sparse(tiny: Path, tmp_path: Path):
+    """With check_val_every_n_epoch > 1 (configs/shapes.yaml: 3) Lightning saves last.ckpt only after
+    validations unless save_on_train_epoch_end is set, as the shapes config does: a crash then loses
+    at most one epoch."""
+    from detector.callbacks import ModelCheckpoint
+    from detector.checks import read_checkpoint
+
+    stages = [Stage(1, "none")]
+    saver = ModelCheckpoint(
+        dirpath=tmp_path / "ckpt", monitor="val/map_50", mode="max", save_last=True, save_on_train_epoch_end=True
+    )
+    trainer(tmp_path, stages, callbacks=[saver], enable_checkpointing=True, check_val_every_n_epoch=3).fit(
+        module(stages), datamodule(tiny)
+    )
+    assert read_checkpoint(tmp_path / "ckpt" / "last.ckpt")["epoch"] == 0  # saved with no validation run
