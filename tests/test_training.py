@@ -8,10 +8,14 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.callbacks import EMAWeightAveraging
 
+from detector.callbacks import ModelCheckpoint
+from detector.checks import read_checkpoint
+from detector.data.shapes import CLASS_NAMES
 from detector.module import AnchorConfig, HeadConfig, LossConfig, OptimizerConfig
 from detector.schedule import OneCycle, Stage
-from helpers import cli, datamodule, final_weights, module, tiny_config, tiny_shapes, trainer
+from helpers import cli, datamodule, final_weights, module, script, tiny_config, tiny_shapes, trainer
 
 
 @pytest.fixture(scope="module")
@@ -147,14 +151,6 @@ def test_ema_weights_are_validated_saved_and_evaluated(tiny: Path, tmp_path: Pat
     """Lightning's EMAWeightAveraging (configs/shapes.yaml) with this module: validation scores the
     average, the checkpoint's state_dict is the average (the raw weights beside it), and eval.py
     scores exactly what validation scored."""
-    from lightning.pytorch.callbacks import EMAWeightAveraging
-
-    from detector.callbacks import ModelCheckpoint
-    from detector.checks import read_checkpoint
-    from helpers import script
-
-    from detector.data.shapes import CLASS_NAMES
-
     stages = [Stage(2, "none")]
     model = module(stages, class_names=list(CLASS_NAMES))  # the names eval.py checks against the data's
     saver = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val/map_50", mode="max", save_last=True)
@@ -175,9 +171,6 @@ def test_last_checkpoint_every_epoch_when_validation_is_sparse(tiny: Path, tmp_p
     """With check_val_every_n_epoch > 1 (configs/shapes.yaml: 3) Lightning saves last.ckpt only after
     validations unless save_on_train_epoch_end is set, as the shapes config does: a crash then loses
     at most one epoch."""
-    from detector.callbacks import ModelCheckpoint
-    from detector.checks import read_checkpoint
-
     stages = [Stage(1, "none")]
     saver = ModelCheckpoint(
         dirpath=tmp_path / "ckpt", monitor="val/map_50", mode="max", save_last=True, save_on_train_epoch_end=True

@@ -153,7 +153,7 @@ class SSDHead(nn.Module):
             self.lateral_s16 = nn.Conv2d(c32, c16, 1)
             if 0 in levels:
                 self.lateral_s8 = nn.Conv2d(c16, c8, 1)
-            for conv in (m for m in self.children() if isinstance(m, nn.Conv2d)):
+            for conv in (getattr(self, name) for name in ("lateral_s16", "lateral_s8") if hasattr(self, name)):
                 nn.init.zeros_(conv.weight)
                 nn.init.zeros_(conv.bias)
         if 0 in levels:
