@@ -1,54 +1,68 @@
-"""What folding BatchNorm into the convolutions would save in the frozen part of the shapes body.
+"""What folding BatchNorm into the convolutions saves in the frozen part of the shapes body.
 
     .venv/bin/python bench/frozen_bn.py [--repeats 7] [--batch-size 16] [--image-size 192]
 
 configs/shapes.yaml trains with ``train_bn: false`` and layer group 0 of EfficientNet-Lite0 (stem +
 blocks 0-2, the stride-8 stage) frozen, so that stage is pure inference in every step: each conv's
 BatchNorm in eval mode is an affine map that could be folded into the conv's weights and bias
-(``w * g / sqrt(v + eps)``, ``(b - m) * g / sqrt(v + eps) + beta``). Not done in training yet; this
-measures what it would buy. Times the stage as built and a folded copy (random weights: the cost
-does not depend on them), back to back, alternating which goes first; medians. Checks the two agree.
+(``w * g / sqrt(v + eps)``, ``(b - m) * g / sqrt(v + eps) + beta``); training does that
+(``detector.model.fold``). Times the stage as built and ``fold_batchnorm``'s copy (random weights:
+the cost does not depend on them), back to back, alternating which goes first; medians. Checks
+the two agree.
+
+With ``--train-step`` it also times whole training steps of configs/shapes.yaml's model in its main
+stage (group 0 frozen; forward, loss, backward, AdamW; random images and boxes), with the fold and
+without it (``Backbone.fold_frozen_bn``), alternating step by step in one process.
 Prints a table, then one JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import statistics
 import time
 
 import torch
-from torch import nn
+import yaml
 
+from detector.callbacks import apply_freeze
 from detector.model.backbones import build_backbone
+from detector.model.fold import fold_batchnorm
+from detector.module import DetectorModule
 
-# timm's block layouts: each conv and the BatchNorm(+activation) right after it.
-CONV_BN = [("conv_stem", "bn1"), ("conv_dw", "bn1"), ("conv_pw", "bn2"), ("conv_pw", "bn1"), ("conv_dw", "bn2"), ("conv_pwl", "bn3")]
+SHAPES_CONFIG = "configs/shapes.yaml"
 
 
-def fold_batchnorm(stage: nn.Module) -> tuple[nn.Module, int]:
-    """A copy of ``stage`` (eval mode) with every conv -> BatchNorm pair folded into the conv; the
-    BatchNorm's activation (timm's ``BatchNormAct2d``) is kept. Returns the copy and the pair count."""
-    folded, count = copy.deepcopy(stage), 0
-    for module in list(folded.modules()):
-        children = dict(module.named_children())
-        order = list(children)
-        for conv_name, bn_name in CONV_BN:
-            conv, bn = children.get(conv_name), children.get(bn_name)
-            if not isinstance(conv, nn.Conv2d) or not isinstance(bn, nn.BatchNorm2d):
-                continue
-            if order.index(bn_name) != order.index(conv_name) + 1:
-                continue
-            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # (C,)
-            conv.weight.mul_(scale.view(-1, 1, 1, 1))
-            bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-            conv.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias)
-            setattr(module, bn_name, getattr(bn, "act", nn.Identity()))
-            children = dict(module.named_children())
-            count += 1
-    return folded, count
+def train_step_ms(steps: int, batch_size: int) -> dict[str, float]:
+    """Median ms of a shapes training step (main stage) with and without the fold, interleaved."""
+    init = yaml.safe_load(open(SHAPES_CONFIG))["model"]["init_args"]
+    gen = torch.Generator().manual_seed(0)
+    size = init["image_size"]
+    images = torch.rand(batch_size, 3, size, size, generator=gen) * 2 - 1
+    xy = torch.rand(batch_size, 4, 2, generator=gen) * 0.5
+    boxes = torch.cat([xy, xy + 0.1 + torch.rand(batch_size, 4, 2, generator=gen) * 0.4], dim=2)  # (B, 4, 4) xyxy
+    labels = torch.randint(0, 7, (batch_size, 4), generator=gen)
+    runs = {}
+    for name in ("as built", "folded"):
+        torch.manual_seed(0)
+        model = DetectorModule(**{**init, "weights": "none", "num_classes": 7}).train()
+        apply_freeze(model.model.layer_groups, model.frozen_groups(1), model.train_bn)
+        model.model.backbone.fold_frozen_bn = name == "folded"
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+        runs[name] = (model, opt)
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for r in range(steps + 2):
+        for name in (list(runs) if r % 2 == 0 else list(runs)[::-1]):
+            model, opt = runs[name]
+            start = time.perf_counter()
+            cls_logits, box_deltas = model(images)
+            model.criterion(cls_logits, box_deltas, model.anchors, boxes, labels)["loss"].backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            if r >= 2:  # the first two are warm-up (the fold is built in the first)
+                times[name].append((time.perf_counter() - start) * 1000)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main() -> None:
@@ -56,11 +70,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--image-size", type=int, default=192)
+    parser.add_argument("--train-step", type=int, default=0, metavar="STEPS", help="also time STEPS training steps each way")
     args = parser.parse_args()
+    steps = train_step_ms(args.train_step, args.batch_size) if args.train_step else {}
     torch.set_grad_enabled(False)
     stage = build_backbone("efficientnet_lite0", "none").body[0].eval().to(memory_format=torch.channels_last)
-    folded, pairs = fold_batchnorm(stage)
     x = torch.rand(args.batch_size, 3, args.image_size, args.image_size).contiguous(memory_format=torch.channels_last)
+    folded, pairs = fold_batchnorm(stage, x[:1])
     diff = (stage(x) - folded(x)).abs().max().item()
     assert diff < 1e-3, f"folded stage disagrees by {diff}"
     times: dict[str, list[float]] = {"as built": [], "folded": []}
@@ -76,7 +92,13 @@ def main() -> None:
     print(f"EfficientNet-Lite0 stride-8 stage, batch {args.batch_size} at {args.image_size} px, {torch.get_num_threads()} threads, {pairs} conv+BN pairs")
     print("| forward | ms (median) |\n|---|---|")
     print(f"| as built (conv, BatchNorm) | {built:.1f} |\n| BatchNorm folded | {fast:.1f} |")
-    print(json.dumps({"built_ms": round(built, 2), "folded_ms": round(fast, 2), "saved_ms": round(built - fast, 2), "max_abs_diff": diff}))
+    result = {"built_ms": round(built, 2), "folded_ms": round(fast, 2), "saved_ms": round(built - fast, 2), "max_abs_diff": diff}
+    if steps:
+        print(f"\nshapes training step (main stage, batch {args.batch_size}, {args.train_step} steps each, interleaved)")
+        print("| training step | ms (median) |\n|---|---|")
+        print(f"| as built | {steps['as built']:.0f} |\n| frozen stage folded | {steps['folded']:.0f} |")
+        result.update(step_built_ms=round(steps["as built"], 1), step_folded_ms=round(steps["folded"], 1))
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

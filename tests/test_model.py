@@ -13,8 +13,10 @@ import torchvision
 from torch import nn
 
 from detector.anchors import make_anchors
+from detector.callbacks import apply_freeze
 from detector.model import BACKBONES, SSD, backbone_stats, build_backbone, build_ssd
 from detector.model.backbones import load_efficientnet_lite0
+from detector.model.fold import fold_batchnorm, is_fixed
 from detector.model.head import OutConv, SSDHead, flatten_conv, head_grid_sizes
 
 LESSON_ANCHORS = dict(zooms=(0.75, 1.0, 1.3), ratios=((1.0, 1.0), (1.0, 0.5), (0.5, 1.0)))
@@ -284,3 +286,60 @@ def test_top_down_only_where_a_fine_grid_reads_it():
     assert "lateral_s16" in dict(fpn.named_children()) and "lateral_s8" not in dict(fpn.named_children())
     with pytest.raises(ValueError, match="top_down .* grids \\[2, 1\\] have neither"):
         SSDHead((8, 12, 20), 64, (2, 1), k=1, num_classes=2, dropout=0.0, head_dropout=0.0, top_down=True)
+
+
+def _random_statistics(model: nn.Module) -> None:
+    """BatchNorm statistics and affine maps far from identity, so that a wrong fold shows."""
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                for t, (lo, hi) in ((m.running_mean, (-1, 1)), (m.running_var, (0.5, 2)), (m.weight, (0.5, 1.5)), (m.bias, (-1, 1))):
+                    t.copy_(torch.empty(t.shape).uniform_(lo, hi, generator=gen))
+
+
+@pytest.mark.parametrize("name", ["resnet18", "efficientnet_lite0"])
+def test_fold_batchnorm_folds_every_pair_and_keeps_the_function(name):
+    stage = build_backbone(name, "none").body[0].to(memory_format=torch.channels_last)
+    _random_statistics(stage)
+    stage.eval().requires_grad_(False)
+    x = torch.randn(2, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+    folded, count = fold_batchnorm(stage, x[:1])
+    norms = sum(isinstance(m, nn.BatchNorm2d) for m in stage.modules())
+    assert count == norms and not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), stage(x), rtol=1e-4, atol=1e-4)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in stage.modules())  # the stage itself is untouched
+
+
+def test_backbone_folds_a_fixed_stage_in_training_and_follows_its_weights():
+    """A frozen stage with eval-mode BatchNorm runs folded in training: the same outputs as unfolded,
+    nothing new in state_dict, and a changed weight (a loaded checkpoint) rebuilds the fold."""
+    body = build_backbone("resnet18", "none")
+    _random_statistics(body)
+    keys = set(body.state_dict())
+    groups = [body.body[0], nn.ModuleList(body.body[1:])]
+    x = torch.randn(2, 3, 64, 64)
+    calls = []
+    body.body[0].bn1.register_forward_hook(lambda *_: calls.append(1))  # the stem's BatchNorm ran
+
+    def stride8(fold: bool) -> torch.Tensor:
+        calls.clear()
+        body.train()
+        apply_freeze(groups, (0,), train_bn=False)  # after model.train(), as StagedFreezing does
+        body.fold_frozen_bn = fold
+        return body(x)[0].detach()
+
+    stride8(True)  # builds the fold (one probing forward of a copy, hooks included)
+    folded = stride8(True)
+    assert not calls and is_fixed(body.body[0]) and not is_fixed(body.body[1])
+    torch.testing.assert_close(folded, stride8(False), rtol=1e-4, atol=1e-4)
+    assert calls and set(body.state_dict()) == keys
+    with torch.no_grad():
+        body.body[0].conv1.weight.mul_(-1)  # e.g. load_state_dict: the fold must not go stale
+    torch.testing.assert_close(stride8(True), stride8(False), rtol=1e-4, atol=1e-4)
+    body.train()
+    body.body[0].requires_grad_(True)  # unfrozen: the stage itself runs
+    calls.clear()
+    body(x)
+    assert calls and not is_fixed(body.body[0])

@@ -28,6 +28,8 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
+from detector.model.fold import FoldedStages, is_fixed
+
 __all__ = ["BACKBONES", "Backbone", "backbone_stats", "build_backbone", "load_efficientnet_lite0", "load_resnet"]
 
 # torchvision's ImageNet statistics (the `transforms()` of every ResNet *_Weights enum).
@@ -77,6 +79,10 @@ class Backbone(nn.Module):
             (the image for ``i = 0``) to the map at stride ``8 * 2**i``.
         out_channels: channels of the maps at strides 8, 16, 32.
         mean, std: the input statistics the weights were trained with.
+
+    In training mode, a stage that trains nothing and whose BatchNorm layers are in eval mode runs
+    as a copy with BatchNorm folded into the convs (:mod:`detector.model.fold`): the same function
+    to float32 rounding, cheaper. ``fold_frozen_bn = False`` turns that off.
     """
 
     def __init__(
@@ -93,6 +99,8 @@ class Backbone(nn.Module):
         self.out_channels = out_channels
         self.mean = mean
         self.std = std
+        self.fold_frozen_bn = True
+        self._folded = FoldedStages()  # not a Module: outside state_dict, .to() and the optimiser
 
     @property
     def layer_groups(self) -> list[nn.Module]:
@@ -104,8 +112,9 @@ class Backbone(nn.Module):
         (B, c32, ceil(S/32), ceil(S/32))]`` with ``(c8, c16, c32) = out_channels``."""
         features = []
         x = images
-        for stage in self.body:
-            x = stage(x)
+        for i, stage in enumerate(self.body):
+            fold = self.fold_frozen_bn and stage.training and is_fixed(stage)
+            x = self._folded(i, stage, x) if fold else stage(x)
             features.append(x)
         return features
 
