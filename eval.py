@@ -4,6 +4,7 @@
     python eval.py --checkpoint CKPT --data configs/lesson9_ssd.yaml --split test --out out/voc_test
     python eval.py --checkpoint CKPT --json my_test.json --image-dir my_images --out out/mine
     python eval.py --checkpoint CKPT --out out/nms05 --nms-iou 0.5 --score-threshold 0.001
+    python eval.py --checkpoint CKPT --out out/no_tta --no-flip-tta
 
 The data comes from the checkpoint (the data module it was trained with), from another config's
 ``data:`` section (``--data``), or from any COCO-format JSON + image folder (``--json``,
@@ -173,6 +174,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--nms-iou", type=float, help="NMS IoU threshold instead of the checkpoint's (lesson: 0.4)")
     parser.add_argument("--score-threshold", type=float, help="drop detections scoring below this (default: the checkpoint's)")
+    parser.add_argument(
+        "--flip-tta", action=argparse.BooleanOptionalAction,
+        help="test-time augmentation: average each image's and its mirror image's predictions (default: the checkpoint's)",
+    )
     args = parser.parse_args(argv)
 
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
@@ -182,6 +187,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if not 0.0 <= value <= 1.0:
                 raise SystemExit(f"eval.py: {flag} must be in [0, 1]; got {value}")
             setattr(model.post_cfg, field, value)
+    if args.flip_tta is not None:
+        model.post_cfg.flip_tta = args.flip_tta
     dm = DetectionDataModule(**_data_args(args, checkpoint, model))
     if dm.class_names != model.class_names:
         raise SystemExit(f"eval.py: the data's classes {dm.class_names} differ from the checkpoint's {model.class_names}")

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from detector.boxes import cxcywh_to_xyxy
 
-__all__ = ["Anchors", "make_anchors", "anchors_per_cell"]
+__all__ = ["Anchors", "make_anchors", "anchors_per_cell", "mirror_index"]
 
 
 def anchors_per_cell(zooms: Sequence[float], ratios: Sequence[Sequence[float]]) -> int:
@@ -96,3 +96,18 @@ def make_anchors(
         cells.append(torch.full((g * g * k, 1), 1.0 / g))  # (g*g*k, 1)
     cxcywh = torch.cat([torch.cat(centres), torch.cat(sizes)], dim=1)  # (A, 4)
     return Anchors(cxcywh=cxcywh, cell_size=torch.cat(cells), grids=tuple(int(g) for g in grids), k=k)
+
+
+def mirror_index(anchors: Anchors) -> Tensor:
+    """``(A,)`` int64: ``mirror[a]`` is the anchor that anchor ``a`` becomes when the image is flipped
+    left-right (same grid, row, size and shape; column ``g - 1 - col``). An involution.
+
+    Raises ``ValueError`` for an anchor set that is not mirror-symmetric (every set built by
+    :func:`make_anchors` is)."""
+    c = anchors.cxcywh.double()  # (A, 4)
+    key = lambda t: [tuple(row) for row in torch.round(t * 1e6).long().tolist()]  # noqa: E731 (exact up to 1e-6)
+    where = {k: i for i, k in enumerate(key(c))}
+    flipped = key(torch.stack([1.0 - c[:, 0], c[:, 1], c[:, 2], c[:, 3]], dim=1))  # (A, 4)
+    if len(where) != len(c) or any(k not in where for k in flipped):
+        raise ValueError("the anchor set is not symmetric under a left-right flip")
+    return torch.tensor([where[k] for k in flipped], dtype=torch.long)

@@ -33,6 +33,7 @@ __all__ = [
     "NonFiniteWeightsError",
     "StagedFreezing",
     "apply_freeze",
+    "body_norm_eval",
     "RNGState",
     "RunIdentity",
     "ValidationPictures",
@@ -42,11 +43,16 @@ __all__ = [
 _BATCHNORM = (nn.modules.batchnorm._BatchNorm,)
 
 
-def apply_freeze(groups: Sequence[nn.Module], frozen: Sequence[int], train_bn: bool = True) -> None:
+def apply_freeze(
+    groups: Sequence[nn.Module], frozen: Sequence[int], train_bn: bool = True, norm_eval: Sequence[int] = ()
+) -> None:
     """Freeze the layer groups whose indices are in ``frozen``; make the others trainable.
 
     With ``train_bn`` (fastai's default), BatchNorm layers inside frozen groups keep training their
     affine parameters and running statistics; without it they are frozen and put in eval mode.
+    BatchNorm layers in the groups listed in ``norm_eval`` normalise with their running statistics
+    and leave them alone (eval mode), whether or not the group is frozen; their affine parameters
+    still train where the group trains (mmdetection's ``norm_eval``).
     """
     for i, group in enumerate(groups):
         freeze = i in frozen
@@ -55,12 +61,19 @@ def apply_freeze(groups: Sequence[nn.Module], frozen: Sequence[int], train_bn: b
             trainable = not freeze or (is_bn and train_bn)
             for p in module.parameters(recurse=False):
                 p.requires_grad_(trainable)
-            if is_bn and freeze and not train_bn:
+            if is_bn and ((freeze and not train_bn) or i in norm_eval):
                 module.eval()
 
 
+def body_norm_eval(pl_module: Any) -> Sequence[int]:
+    """The groups whose BatchNorm runs in eval mode: the body's (all but the head) under the
+    module's ``norm_eval``, else none."""
+    return range(len(pl_module.model.layer_groups) - 1) if getattr(pl_module, "norm_eval", False) else ()
+
+
 class StagedFreezing(L.Callback):
-    """Applies the recipe's freeze setting for the current epoch before every training epoch.
+    """Applies the recipe's freeze setting for the current epoch (and the module's ``norm_eval``)
+    before every training epoch.
 
     The stage is a pure function of the epoch (``DetectorModule.frozen_groups``), so a run resumed
     from a checkpoint freezes exactly what the interrupted run froze, and the optimiser (which holds
@@ -86,7 +99,7 @@ class StagedFreezing(L.Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: Any) -> None:
         frozen = pl_module.frozen_groups(trainer.current_epoch)
-        apply_freeze(pl_module.model.layer_groups, frozen, pl_module.train_bn)
+        apply_freeze(pl_module.model.layer_groups, frozen, pl_module.train_bn, body_norm_eval(pl_module))
 
 
 class RNGState(L.Callback):

@@ -31,13 +31,14 @@ Batch reduction:
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
 from detector.anchors import Anchors
-from detector.box_coder import BoxCoder, make_box_coder
+from detector.box_coder import BoxCoder, SSDCoder, make_box_coder
 from detector.matching import match
 
 __all__ = ["SSDLoss", "FocalBCESum"]
@@ -119,6 +120,9 @@ class SSDLoss(nn.Module):
         alpha, gamma: focal parameters (lesson: 0.25, 2; the second article used gamma 1).
         loc_weight, cls_weight: the weights of the two terms in ``"loss"``.
         reduction: ``"mean"`` or ``"lesson_sum"``, see the module docstring.
+        smooth_l1_beta: the ``"ssd"`` coder's smooth L1 switch point (1.0: Fast R-CNN and Caffe SSD;
+            RetinaNet implementations use 0.1-0.11 (Detectron) or plain L1, 0 (mmdetection,
+            torchvision), which keeps pulling on residuals that are already small).
     """
 
     def __init__(
@@ -131,13 +135,20 @@ class SSDLoss(nn.Module):
         loc_weight: float = 1.0,
         cls_weight: float = 1.0,
         reduction: Reduction = "mean",
+        smooth_l1_beta: float = 1.0,
     ) -> None:
         super().__init__()
         if reduction not in ("mean", "lesson_sum"):
             raise ValueError(f"reduction must be 'mean' or 'lesson_sum'; got {reduction!r}")
         if not 0.0 <= alpha <= 1.0 or gamma < 0:
             raise ValueError(f"focal loss needs 0 <= alpha <= 1 and gamma >= 0; got {alpha=}, {gamma=}")
+        if smooth_l1_beta < 0:
+            raise ValueError(f"smooth_l1_beta must be >= 0; got {smooth_l1_beta}")
         self.coder = make_box_coder(coder)
+        if smooth_l1_beta != 1.0:
+            if not isinstance(self.coder, SSDCoder):
+                raise ValueError(f"smooth_l1_beta is for the 'ssd' coder's loss; the {self.coder.name!r} coder's is L1")
+            self.coder = replace(self.coder, beta=smooth_l1_beta)
         self.iou_threshold = iou_threshold
         self.focal, self.alpha, self.gamma = focal, alpha, gamma
         self.loc_weight, self.cls_weight = loc_weight, cls_weight

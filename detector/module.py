@@ -18,7 +18,7 @@ from torch import Tensor
 from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics import MeanMetric
 
-from detector.anchors import Anchors, make_anchors
+from detector.anchors import Anchors, make_anchors, mirror_index
 from detector.callbacks import AtomicCheckpoints, FiniteWeights, ImageCounts, RNGState, RunIdentity, StagedFreezing
 from detector.data.records import BadRecordError
 from detector.loss import SSDLoss
@@ -74,18 +74,26 @@ class LossConfig:
     loc_weight: float = 1.0
     cls_weight: float = 1.0
     reduction: Literal["mean", "lesson_sum"] = "mean"
+    smooth_l1_beta: float = 1.0
 
 
 @dataclass
 class PostprocessConfig:
     """Decoding + NMS. ``score_threshold`` is for evaluation (low: mAP rewards recall);
-    ``picture_score_threshold`` is the lesson's threshold for drawing (about 0.25)."""
+    ``picture_score_threshold`` is the lesson's threshold for drawing (about 0.25).
+
+    ``flip_tta``: test-time augmentation in evaluation and prediction (not in training): the network
+    also sees each image flipped left-right, and each anchor's two predictions (its own, and its
+    mirror anchor's on the flipped image, with the x offset negated) are averaged before decoding
+    and NMS. Twice the network's cost; ultralytics' ``augment`` and mmdetection's TTA do the same
+    with more views, merging boxes after decoding instead."""
 
     score_threshold: float = 0.01
     picture_score_threshold: float = 0.25
     iou_threshold: float = 0.4
     topk_per_class: int = 50
     max_per_image: int = 100
+    flip_tta: bool = False
 
 
 @dataclass
@@ -148,6 +156,11 @@ class StagedModule(L.LightningModule):
             body at all: on a CPU that makes a head-only stage about twice as fast).
         channels_last: run the network in NHWC memory format (on this 2-core CPU it trains an
             EfficientNet-Lite0 SSD about 2x faster; on GPUs it is what tensor cores want).
+        norm_eval: the body's BatchNorm layers normalise with their running (ImageNet) statistics
+            in training too and never update them; their affine parameters still train where their
+            group trains. mmdetection's ``norm_eval``; torchvision's detection models go further and
+            freeze them (``FrozenBatchNorm2d``). On a CPU an eval-mode BatchNorm is one cheap affine
+            map, where a training one computes batch statistics and backpropagates through them.
     """
 
     def __init__(
@@ -161,6 +174,7 @@ class StagedModule(L.LightningModule):
         stages: list[Stage] | None,
         train_bn: bool,
         channels_last: bool,
+        norm_eval: bool = False,
     ) -> None:
         super().__init__()
         # Checkpoints store the configs as plain dicts (hparams); the CLI passes the dataclasses.
@@ -178,7 +192,7 @@ class StagedModule(L.LightningModule):
         if len(class_names) != num_classes:
             raise ValueError(f"{num_classes=} but {len(class_names)} class names were given: {class_names}")
         self.class_names = class_names
-        self.train_bn, self.channels_last = train_bn, channels_last
+        self.train_bn, self.channels_last, self.norm_eval = train_bn, channels_last, norm_eval
         self._recipe = {
             "num_classes": num_classes,
             "class_names": class_names,
@@ -189,6 +203,7 @@ class StagedModule(L.LightningModule):
             "stages": [asdict(s) for s in self.stages],
             "train_bn": train_bn,
             "channels_last": channels_last,
+            "norm_eval": norm_eval,
         }
 
     def _model_ready(self, **task_hparams: Any) -> None:
@@ -348,8 +363,11 @@ class DetectorModule(StagedModule):
         stages: list[Stage] | None = None,
         train_bn: bool = True,
         channels_last: bool = True,
+        norm_eval: bool = False,
     ) -> None:
-        super().__init__(num_classes, class_names, backbone, weights, image_size, optimizer, stages, train_bn, channels_last)
+        super().__init__(
+            num_classes, class_names, backbone, weights, image_size, optimizer, stages, train_bn, channels_last, norm_eval
+        )
         anchors, head = _config(AnchorConfig, anchors), _config(HeadConfig, head)
         loss, postprocess = _config(LossConfig, loss), _config(PostprocessConfig, postprocess)
         self.post_cfg = postprocess
@@ -371,6 +389,7 @@ class DetectorModule(StagedModule):
         a = make_anchors(anchors.grids, anchors.zooms, anchors.ratios)
         self.register_buffer("anchor_cxcywh", a.cxcywh, persistent=False)  # (A, 4)
         self.register_buffer("anchor_cell", a.cell_size, persistent=False)  # (A, 1)
+        self.register_buffer("anchor_mirror", mirror_index(a), persistent=False)  # (A,) for flip_tta
         self._anchor_meta = (a.grids, a.k)
         self.criterion = SSDLoss(**asdict(loss))
         self.coder = loss.coder
@@ -384,9 +403,21 @@ class DetectorModule(StagedModule):
         """The anchor set on the module's device."""
         return Anchors(self.anchor_cxcywh, self.anchor_cell, *self._anchor_meta)
 
+    def flip_merged(self, images: Tensor, cls_logits: Tensor, box_deltas: Tensor) -> tuple[Tensor, Tensor]:
+        """``flip_tta``: the outputs for ``images`` averaged with those for the flipped images, read
+        at each anchor's mirror anchor. Both coders' first delta moves the centre along x, so the
+        flip negates it; the others (y, and the log sizes or their tanh) stay. Shapes as given:
+        ``(B, A, C)``, ``(B, A, 4)``."""
+        cls_f, box_f = self(images.flip(-1))
+        cls_f, box_f = cls_f[:, self.anchor_mirror], box_f[:, self.anchor_mirror]  # (B, A, C), (B, A, 4)
+        box_f = torch.cat([-box_f[..., :1], box_f[..., 1:]], dim=-1)  # (B, A, 4)
+        return (cls_logits + cls_f) / 2, (box_deltas + box_f) / 2
+
     def detect(self, images: Tensor, score_threshold: float | None = None) -> list[dict[str, Tensor]]:
         """Images -> per-image detections, boxes xyxy in ``[0, 1]`` (see :func:`postprocess`)."""
         cls_logits, box_deltas = self(images)
+        if self.post_cfg.flip_tta:
+            cls_logits, box_deltas = self.flip_merged(images, cls_logits, box_deltas)
         cfg = self.post_cfg
         return postprocess(
             cls_logits.float(),
@@ -418,8 +449,10 @@ class DetectorModule(StagedModule):
     # ------------------------------------------------------------------------------ evaluation
     def _eval_step(self, batch: dict[str, Tensor], metrics: DetectionMetrics) -> list[dict[str, Tensor]]:
         terms, (cls_logits, box_deltas) = self._loss(batch)
-        self.val_loss.update(terms["loss"], weight=batch["images"].shape[0])
+        self.val_loss.update(terms["loss"], weight=batch["images"].shape[0])  # without flip_tta
         cfg = self.post_cfg
+        if cfg.flip_tta:
+            cls_logits, box_deltas = self.flip_merged(batch["images"], cls_logits, box_deltas)
         dets = postprocess(
             cls_logits,
             box_deltas,

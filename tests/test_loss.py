@@ -131,6 +131,30 @@ def test_ssd_coder_loc_is_smooth_l1_on_encoded_deltas_of_positives():
     assert all(torch.isfinite(g).all() for g in _grads(terms, cls_logits, box_deltas))
 
 
+@pytest.mark.parametrize("beta", [0.0, 0.11])
+def test_smooth_l1_beta_sets_the_ssd_coders_loss(beta):
+    """smooth_l1_beta = 0 is plain L1 on the encoded deltas (mmdetection's RetinaNet), 0.11 Detectron's."""
+    cls_logits, box_deltas, anchors, boxes, labels = _batch(7)
+    terms = SSDLoss(coder="ssd", smooth_l1_beta=beta)(cls_logits, box_deltas, anchors, boxes, labels)
+    targets = match(anchors, boxes, labels)
+    per_image = []
+    for b in range(len(boxes)):
+        pos = targets.positive[b]
+        if pos.any():
+            encoded = SSDCoder().encode(targets.target_boxes[b][None], anchors)[0][pos]  # (P, 4)
+            diff = (box_deltas[b][pos] - encoded).abs()
+            per_image.append(diff.mean() if beta == 0 else F.smooth_l1_loss(box_deltas[b][pos], encoded, beta=beta))
+    torch.testing.assert_close(terms["loc"], sum(per_image) / len(per_image))
+    assert terms["loc"] != SSDLoss(coder="ssd")(cls_logits, box_deltas, anchors, boxes, labels)["loc"]
+
+
+def test_smooth_l1_beta_belongs_to_the_ssd_coder():
+    with pytest.raises(ValueError, match="'tanh' coder"):
+        SSDLoss(coder="tanh", smooth_l1_beta=0.1)
+    with pytest.raises(ValueError, match=">= 0"):
+        SSDLoss(coder="ssd", smooth_l1_beta=-1.0)
+
+
 def test_bad_inputs_fail_loudly():
     cls_logits, box_deltas, anchors, boxes, labels = _batch(8, counts=[2, 1])
     with pytest.raises(ValueError, match="A = 189"):

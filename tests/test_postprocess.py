@@ -3,8 +3,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from detector.anchors import make_anchors
+from detector.anchors import Anchors, make_anchors, mirror_index
 from detector.box_coder import SSDCoder
+from detector.module import AnchorConfig, DetectorModule, HeadConfig, LossConfig, PostprocessConfig
 from detector.postprocess import postprocess, to_pixels
 from reference import postprocess as reference_postprocess
 
@@ -137,3 +138,39 @@ def test_bad_shapes_fail_loudly():
     cls_logits, box_deltas, anchors = _activations(7, B=2)
     with pytest.raises(ValueError, match="A = 189"):
         postprocess(cls_logits[:, :16], box_deltas[:, :16], anchors)
+
+
+def test_mirror_index_reflects_every_anchor():
+    anchors = make_anchors((4, 2, 1))
+    mirror = mirror_index(anchors)
+    assert torch.equal(mirror[mirror], torch.arange(len(anchors)))  # an involution
+    cx, cy, w, h = anchors.cxcywh.unbind(1)
+    torch.testing.assert_close(anchors.cxcywh[mirror], torch.stack([1 - cx, cy, w, h], dim=1))
+    assert not torch.equal(mirror, torch.arange(len(anchors)))
+    lopsided = Anchors(anchors.cxcywh[1:], anchors.cell_size[1:], anchors.grids, anchors.k)  # one corner anchor gone
+    with pytest.raises(ValueError, match="not symmetric"):
+        mirror_index(lopsided)
+
+
+@pytest.mark.parametrize("coder", ["ssd", "tanh"])
+def test_flip_tta_detections_of_a_mirrored_image_are_the_mirrored_detections(coder):
+    """flip_tta averages an image's and its mirror image's predictions, so it is exactly symmetric:
+    the flipped image gets the same scores and labels, with mirrored boxes."""
+    torch.manual_seed(0)
+    model = DetectorModule(
+        num_classes=3, backbone="resnet18", weights="none", image_size=64,
+        anchors=AnchorConfig(grids=[4, 2, 1]), head=HeadConfig(channels=16), loss=LossConfig(coder=coder),
+        postprocess=PostprocessConfig(score_threshold=0.0, flip_tta=True),
+    ).eval()
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        plain, mirrored = model.detect(images), model.detect(images.flip(-1))
+        model.post_cfg.flip_tta = False
+        single = model.detect(images.flip(-1))
+    for p, m, u in zip(plain, mirrored, single):
+        order_p, order_m = p["scores"].argsort(descending=True), m["scores"].argsort(descending=True)
+        torch.testing.assert_close(m["scores"][order_m], p["scores"][order_p])
+        assert torch.equal(m["labels"][order_m], p["labels"][order_p])
+        x1, y1, x2, y2 = p["boxes"][order_p].unbind(1)
+        torch.testing.assert_close(m["boxes"][order_m], torch.stack([1 - x2, y1, 1 - x1, y2], dim=1), atol=1e-5, rtol=0)
+        assert not torch.allclose(u["scores"].sort().values[:5], m["scores"].sort().values[:5])  # TTA changed them

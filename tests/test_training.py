@@ -72,6 +72,24 @@ def test_frozen_batchnorm_option(tiny: Path, tmp_path: Path):
     assert any(not torch.equal(before[k], body.state_dict()[k]) for k in before)
 
 
+def test_norm_eval_keeps_body_statistics_and_trains_its_affine_maps(tiny: Path, tmp_path: Path):
+    """norm_eval: the body's BatchNorm statistics never move, its affine parameters and convs train
+    where their group trains (group 1 here), and the head's BatchNorm trains as usual."""
+    stages = [Stage(1, "groups_0")]
+    model = module(stages, train_bn=False, norm_eval=True)
+    before = {k: v.clone() for k, v in model.model.state_dict().items()}
+    trainer(tmp_path, stages, limit_val_batches=0).fit(model, datamodule(tiny))
+    after = model.model.state_dict()
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    body_stats = {k for k in before if k.startswith("backbone.") and ("running_" in k or "num_batches" in k)}
+    assert body_stats and not moved & body_stats
+    assert not {k for k in moved if k.startswith("backbone.body.0.")}  # group 0 frozen
+    group1 = {k for k in before if k.startswith(("backbone.body.1.", "backbone.body.2."))}
+    assert {k for k in group1 if k.endswith("bn1.weight")} <= moved  # affine maps train
+    assert {k for k in group1 if k.endswith("conv1.weight")} <= moved
+    assert any(k.startswith("head.") and "running_mean" in k for k in moved)  # the head's BatchNorm trains
+
+
 def test_loss_falls(tiny: Path, tmp_path: Path):
     stages = [Stage(10, "none")]
     losses: list[float] = []
@@ -165,6 +183,24 @@ def test_ema_weights_are_validated_saved_and_evaluated(tiny: Path, tmp_path: Pat
         ["--checkpoint", str(tmp_path / "ckpt" / "last.ckpt"), "--out", str(tmp_path / "eval"), "--batch-size", "4", "--workers", "0"]
     )
     assert metrics["map_50"] == pytest.approx(float(t.callback_metrics["val/map_50"]), rel=1e-6)
+
+
+def test_eval_flip_tta_scores_what_validation_with_flip_tta_scores(tiny: Path, tmp_path: Path):
+    """eval.py --flip-tta on a checkpoint trained without it equals validating that model with
+    postprocess.flip_tta, and says so in metrics.json."""
+    stages = [Stage(1, "none")]
+    model = module(stages, class_names=list(CLASS_NAMES))
+    saver = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    t = trainer(tmp_path, stages, callbacks=[saver], enable_checkpointing=True, num_sanity_val_steps=0)
+    t.fit(model, datamodule(tiny))
+    args = ["--checkpoint", str(tmp_path / "ckpt" / "last.ckpt"), "--batch-size", "4", "--workers", "0"]
+    plain = script("eval").main([*args, "--out", str(tmp_path / "plain")])
+    tta = script("eval").main([*args, "--out", str(tmp_path / "tta"), "--flip-tta"])
+    assert not plain["postprocess"]["flip_tta"] and tta["postprocess"]["flip_tta"]
+    model.post_cfg.flip_tta = True
+    validated = t.validate(model, datamodule(tiny), verbose=False)[0]
+    assert tta["map_50"] == pytest.approx(validated["val/map_50"], rel=1e-6)
+    assert tta["map"] != plain["map"]
 
 
 def test_last_checkpoint_every_epoch_when_validation_is_sparse(tiny: Path, tmp_path: Path):
