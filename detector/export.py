@@ -14,8 +14,9 @@ The ONNX graph is the network alone, raw activations out, exactly what ``SSD.for
 head's grids are built for it). The sidecar JSON (also stored in the ONNX file's metadata under the
 key ``"detector"``) holds everything a deployment needs around the graph: ``class_names``,
 ``image_size``, ``mean``, ``std``, ``coder`` and ``coder_params``, ``postprocess`` (the thresholds), and the ``A``
-anchors as ``anchors_cxcywh`` (``[cx, cy, w, h]`` in ``[0, 1]``) and ``anchors_cell`` (the side
-``1 / g`` of each anchor's grid cell), in the order of the outputs' rows.
+anchors as ``anchors_cxcywh`` (``[cx, cy, w, h]`` in ``[0, 1]``), ``anchors_cell`` (the side
+``1 / g`` of each anchor's grid cell) and ``anchors_mirror`` (each anchor's mirror anchor under a
+left-right flip), in the order of the outputs' rows.
 
 Decoding and NMS are left out of the graph on purpose: torchvision's NMS exports only through a
 custom-op mapping whose output shape is data-dependent, which some runtimes reject; the steps are
@@ -23,6 +24,9 @@ short and every runtime has an NMS. For each image, as ``detector.postprocess`` 
 
 1. preprocess: RGB image -> squash-resize to ``S x S`` (no crop, no letterbox) -> ``/ 255`` ->
    ``(x - mean) / std`` -> CHW;
+1b. with ``postprocess.flip_tta``: run the left-right mirrored image too, take its two outputs'
+   rows in ``anchors_mirror`` order, negate the first box activation of each row, and average
+   each output with the first image's (before step 2);
 2. scores = ``sigmoid(cls_logits)``, ``(A, C)``;
 3. boxes, coder ``"tanh"`` (the lesson's): ``t = tanh(box_deltas)``;
    ``cx = acx + t0 / 2 * cell``, ``cy = acy + t1 / 2 * cell``, ``w = aw * (1 + t2 / 2)``,
@@ -84,6 +88,7 @@ def sidecar(model: DetectorModule, dynamic_batch: bool = False) -> dict[str, Any
         "k": anchors.k,
         "anchors_cxcywh": anchors.cxcywh.cpu().tolist(),
         "anchors_cell": anchors.cell_size.squeeze(1).cpu().tolist(),
+        "anchors_mirror": model.anchor_mirror.cpu().tolist(),
     }
 
 

@@ -66,6 +66,23 @@ def test_sidecar_json_and_metadata_describe_the_model(exported):
     assert json.loads(metadata[METADATA_KEY]) == info
 
 
+def test_sidecar_flip_tta_recipe_equals_the_modules(exported):
+    """The docstring's step 1b, in NumPy on the ONNX outputs, gives what flip_tta gives in PyTorch."""
+    onnx_path, json_path, model = exported
+    info = json.loads(json_path.read_text())
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    cls, box = session.run(None, {"images": images.numpy()})
+    cls_f, box_f = session.run(None, {"images": images.flip(-1).numpy()})
+    mirror = np.asarray(info["anchors_mirror"])
+    cls_f, box_f = cls_f[:, mirror], box_f[:, mirror].copy()
+    box_f[..., 0] *= -1
+    with torch.no_grad():
+        expected = model.flip_merged(images, *model(images))
+    for ours, theirs in zip(((cls + cls_f) / 2, (box + box_f) / 2), expected):
+        assert np.abs(ours - theirs.numpy()).max() <= 1e-4
+
+
 def test_sidecar_decodes_like_the_pytorch_coder(exported):
     _, json_path, model = exported
     info = json.loads(json_path.read_text())
