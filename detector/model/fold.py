@@ -11,7 +11,8 @@ stride-8 stage of EfficientNet-Lite0 that is 107 -> 65 ms of forward per batch o
 :class:`FoldedStages` keeps one folded copy per stage, outside the module tree (so ``state_dict``,
 ``.to()`` and the optimiser never see it), and rebuilds it whenever any of the stage's parameters,
 buffers or train/eval flags differs from the snapshot it was built from (a loaded checkpoint, an
-EMA swap, unfreezing).
+EMA swap, unfreezing). :class:`detector.model.backbones.Backbone` uses it in training mode only:
+validation, ``eval.py`` and export run the stage itself, so they agree exactly with one another.
 
 Written by hand because ``torch.fx.experimental.optimization.fuse`` matches only exact
 ``nn.BatchNorm2d`` modules and traces through timm's ``BatchNormAct2d`` (BatchNorm + activation).
