@@ -108,7 +108,9 @@ class FoldedStages:
 
     ``FoldedStages()(index, stage, x)`` runs ``stage`` on ``x`` through its folded copy, building or
     rebuilding the copy when the stage's tensors or train/eval flags changed since the last build.
-    Call it only for stages where :func:`is_fixed` holds.
+    Call it only for stages where :func:`is_fixed` holds. The copy is a deep copy, hooks included:
+    a forward hook on one of the stage's modules fires in the copy too, except on a folded-away
+    BatchNorm (and once more during each build's probing forward).
     """
 
     def __init__(self) -> None:
