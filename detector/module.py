@@ -415,10 +415,16 @@ class DetectorModule(StagedModule):
 
     def detect(self, images: Tensor, score_threshold: float | None = None) -> list[dict[str, Tensor]]:
         """Images -> per-image detections, boxes xyxy in ``[0, 1]`` (see :func:`postprocess`)."""
-        cls_logits, box_deltas = self(images)
-        if self.post_cfg.flip_tta:
-            cls_logits, box_deltas = self.flip_merged(images, cls_logits, box_deltas)
+        return self._detections(images, *self(images), score_threshold)
+
+    def _detections(
+        self, images: Tensor, cls_logits: Tensor, box_deltas: Tensor, score_threshold: float | None = None
+    ) -> list[dict[str, Tensor]]:
+        """The network's outputs for ``images`` -> detections: ``flip_tta`` if configured, then decoding
+        and NMS with the postprocess config (``score_threshold`` overrides its own)."""
         cfg = self.post_cfg
+        if cfg.flip_tta:
+            cls_logits, box_deltas = self.flip_merged(images, cls_logits, box_deltas)
         return postprocess(
             cls_logits.float(),
             box_deltas.float(),
@@ -450,19 +456,7 @@ class DetectorModule(StagedModule):
     def _eval_step(self, batch: dict[str, Tensor], metrics: DetectionMetrics) -> list[dict[str, Tensor]]:
         terms, (cls_logits, box_deltas) = self._loss(batch)
         self.val_loss.update(terms["loss"], weight=batch["images"].shape[0])  # without flip_tta
-        cfg = self.post_cfg
-        if cfg.flip_tta:
-            cls_logits, box_deltas = self.flip_merged(batch["images"], cls_logits, box_deltas)
-        dets = postprocess(
-            cls_logits,
-            box_deltas,
-            self.anchors,
-            coder=self.coder,
-            score_threshold=cfg.score_threshold,
-            iou_threshold=cfg.iou_threshold,
-            topk_per_class=cfg.topk_per_class,
-            max_per_image=cfg.max_per_image,
-        )
+        dets = self._detections(batch["images"], cls_logits, box_deltas)
         metrics.update(to_pixels(dets, batch["sizes"]), self._targets_in_pixels(batch))
         return dets
 

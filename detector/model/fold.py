@@ -90,14 +90,13 @@ def fold_batchnorm(stage: nn.Module, example: Tensor) -> tuple[nn.Module, int]:
                 rest = _after_norm(bn)
             except TypeError:
                 continue
-            fused = copy.deepcopy(conv)
-            fused.weight, fused.bias = fuse_conv_bn_weights(
+            nhwc = conv.weight.is_contiguous(memory_format=torch.channels_last)
+            conv.weight, conv.bias = fuse_conv_bn_weights(  # the copy's own conv, changed in place
                 conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias
             )  # weight (O, I/g, kh, kw), bias (O,)
-            if conv.weight.is_contiguous(memory_format=torch.channels_last):  # keep NHWC weights NHWC
-                fused.weight.data = fused.weight.data.contiguous(memory_format=torch.channels_last)
-            fused.requires_grad_(False)
-            folded.set_submodule(conv_name, fused)
+            if nhwc:  # keep NHWC weights NHWC
+                conv.weight.data = conv.weight.data.contiguous(memory_format=torch.channels_last)
+            conv.requires_grad_(False)
             folded.set_submodule(bn_name, rest)
             count += 1
     return folded, count
