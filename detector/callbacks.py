@@ -33,7 +33,7 @@ __all__ = [
     "NonFiniteWeightsError",
     "StagedFreezing",
     "apply_freeze",
-    "body_norm_eval",
+    "body_freeze_options",
     "RNGState",
     "RunIdentity",
     "ValidationPictures",
@@ -44,7 +44,11 @@ _BATCHNORM = (nn.modules.batchnorm._BatchNorm,)
 
 
 def apply_freeze(
-    groups: Sequence[nn.Module], frozen: Sequence[int], train_bn: bool = True, norm_eval: Sequence[int] = ()
+    groups: Sequence[nn.Module],
+    frozen: Sequence[int],
+    train_bn: bool = True,
+    norm_eval: Sequence[int] = (),
+    fixed_depthwise: Sequence[int] = (),
 ) -> None:
     """Freeze the layer groups whose indices are in ``frozen``; make the others trainable.
 
@@ -52,23 +56,35 @@ def apply_freeze(
     affine parameters and running statistics; without it they are frozen and put in eval mode.
     BatchNorm layers in the groups listed in ``norm_eval`` normalise with their running statistics
     and leave them alone (eval mode), whether or not the group is frozen; their affine parameters
-    still train where the group trains (mmdetection's ``norm_eval``).
+    still train where the group trains (mmdetection's ``norm_eval``). Depthwise convolutions
+    (``groups == in_channels > 1``) in the groups listed in ``fixed_depthwise`` keep their kernels
+    fixed where the group trains; gradients still flow through them.
     """
     for i, group in enumerate(groups):
         freeze = i in frozen
         for module in group.modules():
             is_bn = isinstance(module, _BATCHNORM)
             trainable = not freeze or (is_bn and train_bn)
+            if i in fixed_depthwise and _is_depthwise(module):
+                trainable = False
             for p in module.parameters(recurse=False):
                 p.requires_grad_(trainable)
             if is_bn and ((freeze and not train_bn) or i in norm_eval):
                 module.eval()
 
 
-def body_norm_eval(pl_module: Any) -> Sequence[int]:
-    """The groups whose BatchNorm runs in eval mode: the body's (all but the head) under the
-    module's ``norm_eval``, else none."""
-    return range(len(pl_module.model.layer_groups) - 1) if getattr(pl_module, "norm_eval", False) else ()
+def _is_depthwise(module: nn.Module) -> bool:
+    return isinstance(module, nn.Conv2d) and 1 < module.groups == module.in_channels
+
+
+def body_freeze_options(pl_module: Any) -> dict[str, Sequence[int]]:
+    """:func:`apply_freeze`'s ``norm_eval`` and ``fixed_depthwise`` for the module's settings: the
+    body's groups (all but the head) under its ``norm_eval`` and ``train_depthwise: false``."""
+    body = range(len(pl_module.model.layer_groups) - 1)
+    return {
+        "norm_eval": body if getattr(pl_module, "norm_eval", False) else (),
+        "fixed_depthwise": body if not getattr(pl_module, "train_depthwise", True) else (),
+    }
 
 
 class StagedFreezing(L.Callback):
@@ -96,10 +112,15 @@ class StagedFreezing(L.Callback):
                 f"model.init_args.stages[{freezing[0]}] freezes layer groups, whose parameters then get no gradient, "
                 "which DDP refuses: set trainer.strategy to ddp_find_unused_parameters_true"
             )
+        if not getattr(pl_module, "train_depthwise", True):
+            raise ValueError(
+                "model.init_args.train_depthwise: false leaves the body's depthwise kernels without a gradient, "
+                "which DDP refuses: set trainer.strategy to ddp_find_unused_parameters_true"
+            )
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: Any) -> None:
         frozen = pl_module.frozen_groups(trainer.current_epoch)
-        apply_freeze(pl_module.model.layer_groups, frozen, pl_module.train_bn, body_norm_eval(pl_module))
+        apply_freeze(pl_module.model.layer_groups, frozen, pl_module.train_bn, **body_freeze_options(pl_module))
 
 
 class RNGState(L.Callback):

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from detector.callbacks import apply_freeze, body_norm_eval
+from detector.callbacks import apply_freeze, body_freeze_options
 
 __all__ = ["LRFinderResult", "lr_range_test"]
 
@@ -62,7 +62,7 @@ def lr_range_test(
     rule), a point where the loss still falls fast.
     """
     model = copy.deepcopy(module).to(device).train()
-    apply_freeze(model.model.layer_groups, model.frozen_groups(0), model.train_bn, body_norm_eval(model))
+    apply_freeze(model.model.layer_groups, model.frozen_groups(0), model.train_bn, **body_freeze_options(model))
     cfg = model.optim_cfg
     groups = [{"params": p, "lr": min_lr * m} for p, m in zip(model.model.param_groups(), cfg.lr_mult)]
     opt = (torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam)(groups, weight_decay=cfg.weight_decay)

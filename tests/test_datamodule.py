@@ -310,3 +310,26 @@ def test_lightning_drives_the_epoch_and_resume_repeats_it(tmp_path: Path):
     ckpt = next((tmp_path / "b").rglob("*.ckpt"))
     resumed = fit(datamodule(json_path, seed=3), tmp_path / "b", epochs=3, ckpt=str(ckpt)).seen
     assert sorted(resumed) == [2] and same(resumed[2], whole[2])
+
+
+def test_final_epochs_switch_the_augmentation_by_epoch_in_a_worker_too(tmp_path: Path):
+    """data.final_epochs: the last epochs train with final_augment. What Lightning fed (loaded in a
+    persistent worker process) is, epoch by epoch, what a data module with that preset gives."""
+    data = tiny_coco(tmp_path)
+    data["images"] += [dict(data["images"][0], id=13), dict(data["images"][1], id=14)]
+    json_path = write_json(tmp_path / "five.json", data)
+    dm = datamodule(json_path, seed=3, train_augment="strong", final_epochs=1, final_augment="none", num_workers=1)
+    seen = fit(dm, tmp_path / "a", epochs=3).seen
+
+    def reference(preset: str, epoch: int) -> list[dict]:
+        ref = datamodule(json_path, seed=3, train_augment=preset)
+        ref.setup("fit")
+        loader = ref.train_dataloader()
+        loader.sampler.set_epoch(epoch)
+        return list(loader)
+
+    for epoch in (0, 1):
+        assert same(seen[epoch], reference("strong", epoch)) and not same(seen[epoch], reference("none", epoch))
+    assert same(seen[2], reference("none", 2)) and not same(seen[2], reference("strong", 2))
+    with pytest.raises(ValueError, match="data.final_epochs = 3 needs a run of more epochs"):
+        fit(datamodule(json_path, final_epochs=3), tmp_path / "b", epochs=3)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import csv
+from types import SimpleNamespace
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging
+from lightning.pytorch.strategies import DDPStrategy
 
-from detector.callbacks import ModelCheckpoint
+from detector.callbacks import ModelCheckpoint, StagedFreezing
 from detector.checks import read_checkpoint
 from detector.data.shapes import CLASS_NAMES
 from detector.module import AnchorConfig, HeadConfig, LossConfig, OptimizerConfig
@@ -88,6 +90,29 @@ def test_norm_eval_keeps_body_statistics_and_trains_its_affine_maps(tiny: Path, 
     assert {k for k in group1 if k.endswith("bn1.weight")} <= moved  # affine maps train
     assert {k for k in group1 if k.endswith("conv1.weight")} <= moved
     assert any(k.startswith("head.") and "running_mean" in k for k in moved)  # the head's BatchNorm trains
+
+
+def test_fixed_depthwise_kernels_stay_and_everything_else_in_the_group_trains(tiny: Path, tmp_path: Path):
+    """train_depthwise=False: the EfficientNet body's depthwise kernels in the training group keep
+    their values, its pointwise convs train (gradients pass through), group 0 stays frozen."""
+    stages = [Stage(1, "groups_0")]
+    model = module(stages, backbone="efficientnet_lite0", train_bn=False, train_depthwise=False)
+    body = model.model.backbone
+    depthwise = {f"backbone.{n}.weight" for n, m in body.named_modules() if isinstance(m, torch.nn.Conv2d) and 1 < m.groups == m.in_channels}
+    pointwise = {f"backbone.{n}.weight" for n, m in body.named_modules() if isinstance(m, torch.nn.Conv2d) and m.groups == 1}
+    before = {k: v.clone() for k, v in model.model.state_dict().items()}
+    trainer(tmp_path, stages, limit_val_batches=0).fit(model, datamodule(tiny))
+    after = model.model.state_dict()
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    in_group1 = {id(p) for p in model.model.layer_groups[1].parameters()}
+    group1 = {f"backbone.{n}" for n, p in body.named_parameters() if id(p) in in_group1}
+    assert depthwise & group1 and pointwise & group1
+    assert not moved & depthwise  # kept, in both groups
+    assert pointwise & group1 <= moved  # trained: gradients flowed through the fixed depthwise convs
+    assert not moved & (pointwise - group1)  # group 0 frozen
+    with pytest.raises(ValueError, match="train_depthwise: false .* ddp_find_unused_parameters_true"):
+        StagedFreezing().setup(SimpleNamespace(strategy=DDPStrategy()), module([Stage(1, "none")], train_depthwise=False), "fit")
+    StagedFreezing().setup(SimpleNamespace(strategy=DDPStrategy()), module([Stage(1, "none")]), "fit")  # nothing fixed: fine
 
 
 def test_loss_falls(tiny: Path, tmp_path: Path):

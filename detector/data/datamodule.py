@@ -139,11 +139,22 @@ class DetectionDataset(Dataset):
     ``image (3, S, S)`` float32; ``boxes (m, 4)`` float32 xyxy in [0, 1]; ``labels (m,)`` int64;
     ``difficult (m,)`` bool; ``image_id`` int; ``size`` (height, width) of the original image;
     or, for an image that cannot be read under ``on_bad_record="skip"``, a :class:`SkippedSample`.
+
+    ``final`` = ``(epoch, transform)``: samples of that epoch and later use that transform instead
+    (the lighter augmentation of a run's last epochs; chosen by the sample's epoch, so it reaches
+    worker processes and resumed runs alike).
     """
 
-    def __init__(self, split: LoadedSplit, transform: DetectionTransform, seed: int = 0, on_bad_record: OnBadRecord = "error"):
+    def __init__(
+        self,
+        split: LoadedSplit,
+        transform: DetectionTransform,
+        seed: int = 0,
+        on_bad_record: OnBadRecord = "error",
+        final: tuple[int, DetectionTransform] | None = None,
+    ):
         self.split, self.transform, self.seed, self.epoch = split, transform, seed, 0
-        self.on_bad_record = on_bad_record
+        self.on_bad_record, self.final = on_bad_record, final
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -182,7 +193,8 @@ class DetectionDataset(Dataset):
         boxes = record.boxes
         if (width, height) != full:
             boxes = boxes * np.array([width / record.width, height / record.height] * 2, dtype=np.float32)  # (n, 4)
-        out = self.transform(image, boxes, sample_seed(self.seed, epoch, index))
+        transform = self.final[1] if self.final is not None and epoch >= self.final[0] else self.transform
+        out = transform(image, boxes, sample_seed(self.seed, epoch, index))
         return {
             "image": out.image,
             "boxes": out.boxes,
@@ -239,6 +251,10 @@ class DetectionDataModule(L.LightningDataModule):
             (persistent workers only when ``num_workers > 0``).
         train_augment: augmentation preset of the train split (``detector.data.transforms``);
             the other splits are only resized.
+        final_epochs, final_augment: the last ``final_epochs`` epochs of a fit train with the
+            ``final_augment`` preset instead, so that the network ends on images like those it
+            will be evaluated on (YOLOX turns its strong augmentation off for the last 15 epochs,
+            ultralytics' ``close_mosaic`` for the last 10). 0 (the default): never.
         mean, std: the backbone's per-channel input statistics, for pixels in [0, 1].
         on_bad_record: ``"error"`` or ``"skip"`` (see ``detector.data.records``).
         seed: base seed of the shuffle order and of every sample's augmentation.
@@ -262,6 +278,8 @@ class DetectionDataModule(L.LightningDataModule):
         persistent_workers: bool = True,
         pin_memory: bool = False,
         train_augment: AugmentPreset = "lesson",
+        final_epochs: int = 0,
+        final_augment: AugmentPreset = "lesson",
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
         on_bad_record: OnBadRecord = "error",
@@ -323,6 +341,7 @@ class DetectionDataModule(L.LightningDataModule):
                 self.splits[name] = self._load(name)
         if stage == "fit":
             self._check_batch_size()
+            self._final_epoch()
 
     def _check_batch_size(self) -> None:
         """Under a Trainer: refuse a train batch larger than this process's share of the train split."""
@@ -337,6 +356,22 @@ class DetectionDataModule(L.LightningDataModule):
                 f"data.batch_size {batch} is larger than the train split ({len(split.records)} images in "
                 f"{split.json_path}{per}): set data.batch_size to at most {max(share, 1)}, or use a larger train_json"
             )
+
+    def _final_epoch(self) -> int | None:
+        """The first epoch of the ``final_augment`` preset (None: never), checked against the
+        trainer's ``max_epochs`` when a Trainer fits with this data module."""
+        n = self.hparams.final_epochs
+        if n < 0:
+            raise ValueError(f"data.final_epochs = {n}: give the number of last epochs (0 for none)")
+        if n == 0 or self.trainer is None:
+            return None
+        epochs = self.trainer.max_epochs
+        if epochs is None or epochs < 0 or n >= epochs:
+            raise ValueError(
+                f"data.final_epochs = {n} needs a run of more epochs (trainer.max_epochs = {epochs}): "
+                "set it below the recipe's total"
+            )
+        return epochs - n
 
     def _load(self, name: Split) -> LoadedSplit:
         path = Path(self.jsons[name])
@@ -361,7 +396,11 @@ class DetectionDataModule(L.LightningDataModule):
         h = self.hparams
         if split not in self.splits:
             raise RuntimeError(f"the {split} split is not loaded: call setup() with a stage that needs it first")
-        dataset = DetectionDataset(self.splits[split], self._transform(preset), seed=h.seed, on_bad_record=h.on_bad_record)
+        start = self._final_epoch() if train else None
+        final = (start, self._transform(h.final_augment)) if start is not None else None
+        dataset = DetectionDataset(
+            self.splits[split], self._transform(preset), seed=h.seed, on_bad_record=h.on_bad_record, final=final
+        )
         world, rank = self._world()
         if train:
             sampler: Sampler | None = EpochSampler(len(dataset), seed=h.seed, num_replicas=world, rank=rank)

@@ -1,0 +1,142 @@
+"""What fixing the body's depthwise kernels (``train_depthwise: false``) saves in a shapes training step.
+
+    .venv/bin/python bench/depthwise.py [--steps 12] [--batch-size 16]
+
+On this CPU (oneDNN, channels_last) the backward pass of a depthwise convolution costs ~10x its
+forward, almost all of it in the kernel's gradient; the input's gradient costs about one forward.
+Times, for each depthwise conv shape in configs/shapes.yaml's trainable body group, the forward,
+the backward with both gradients and the backward with the input's gradient only; then whole
+training steps of the shapes model in its main stage (group 0 frozen; forward, loss, backward,
+AdamW; random images and boxes) with the depthwise kernels training and fixed, and with
+``norm_eval`` on top, interleaved step by step in one process; medians. Prints tables, then one
+JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+
+from detector.callbacks import apply_freeze, body_freeze_options
+from detector.module import DetectorModule
+
+SHAPES_CONFIG = "configs/shapes.yaml"
+VARIANTS = {  # name: (train_depthwise, norm_eval)
+    "depthwise kernels train": (True, False),
+    "depthwise kernels fixed": (False, False),
+    "fixed + norm_eval": (False, True),
+}
+
+
+def median_ms(fn: Callable[[], object], repeats: int) -> float:
+    for _ in range(2):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def shapes_model(train_depthwise: bool, norm_eval: bool) -> DetectorModule:
+    init = yaml.safe_load(open(SHAPES_CONFIG))["model"]["init_args"]
+    init = {**init, "weights": "none", "num_classes": 7, "train_depthwise": train_depthwise, "norm_eval": norm_eval}
+    torch.manual_seed(0)
+    model = DetectorModule(**init).train()
+    apply_freeze(model.model.layer_groups, model.frozen_groups(1), model.train_bn, **body_freeze_options(model))
+    return model
+
+
+def depthwise_convs(model: DetectorModule, images: torch.Tensor) -> list[tuple[nn.Conv2d, torch.Tensor]]:
+    """Each depthwise conv of the trainable body group, with the input it gets from ``images``."""
+    convs = [m for m in model.model.layer_groups[1].modules() if isinstance(m, nn.Conv2d) and 1 < m.groups == m.in_channels]
+    inputs: dict[nn.Conv2d, torch.Tensor] = {}
+    hooks = [c.register_forward_pre_hook(lambda m, a: inputs.setdefault(m, a[0].detach())) for c in convs]
+    with torch.no_grad():
+        model(images)
+    for h in hooks:
+        h.remove()
+    return [(c, inputs[c]) for c in convs]
+
+
+def layer_table(model: DetectorModule, images: torch.Tensor, repeats: int) -> list[dict]:
+    rows = []
+    for conv, x in depthwise_convs(model, images):
+        w = conv.weight.detach()
+        args = (conv.stride, conv.padding, conv.dilation, False, [0, 0], conv.groups)
+        y = F.conv2d(x, w, None, conv.stride, conv.padding, conv.dilation, conv.groups)
+        g = torch.randn_like(y)
+
+        def backward(mask: list[bool]) -> Callable[[], object]:
+            return lambda: torch.ops.aten.convolution_backward(g, x, w, None, *args, mask)
+
+        rows.append({
+            "shape": f"{tuple(x.shape[1:])} k{w.shape[-1]} s{conv.stride[0]}",
+            "forward": median_ms(lambda: F.conv2d(x, w, None, conv.stride, conv.padding, conv.dilation, conv.groups), repeats),
+            "backward": median_ms(backward([True, True, False]), repeats),
+            "input grad only": median_ms(backward([True, False, False]), repeats),
+        })
+    return rows
+
+
+def train_step_ms(steps: int, images: torch.Tensor) -> dict[str, float]:
+    gen = torch.Generator().manual_seed(0)
+    n = images.shape[0]
+    xy = torch.rand(n, 4, 2, generator=gen) * 0.5
+    boxes = torch.cat([xy, xy + 0.1 + torch.rand(n, 4, 2, generator=gen) * 0.4], dim=2)  # (B, 4, 4) xyxy
+    labels = torch.randint(0, 7, (n, 4), generator=gen)
+    runs = {}
+    for name, (train_depthwise, norm_eval) in VARIANTS.items():
+        model = shapes_model(train_depthwise, norm_eval)
+        runs[name] = (model, torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4))
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for r in range(steps + 2):
+        for name in (list(runs) if r % 2 == 0 else list(runs)[::-1]):
+            model, opt = runs[name]
+            start = time.perf_counter()
+            cls_logits, box_deltas = model(images)
+            model.criterion(cls_logits, box_deltas, model.anchors, boxes, labels)["loss"].backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            if r >= 2:  # warm-up (the frozen stage's fold is built in the first)
+                times[name].append((time.perf_counter() - start) * 1000)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=12, help="training steps per variant")
+    parser.add_argument("--repeats", type=int, default=10, help="repeats per layer timing")
+    parser.add_argument("--batch-size", type=int, default=16)
+    args = parser.parse_args()
+    size = yaml.safe_load(open(SHAPES_CONFIG))["model"]["init_args"]["image_size"]
+    images = torch.rand(args.batch_size, 3, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    model = shapes_model(True, False)
+    rows = layer_table(model, images.contiguous(memory_format=torch.channels_last), args.repeats)
+    print(f"depthwise convs of the trainable body group, batch {args.batch_size} at {size} px, {torch.get_num_threads()} threads (ms, medians)")
+    print("| input (C, H, W), kernel, stride | forward | backward | backward, input grad only |\n|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['shape']} | {r['forward']:.2f} | {r['backward']:.2f} | {r['input grad only']:.2f} |")
+    total = {k: sum(r[k] for r in rows) for k in ("forward", "backward", "input grad only")}
+    print(f"| all {len(rows)} | {total['forward']:.1f} | {total['backward']:.1f} | {total['input grad only']:.1f} |")
+    steps = train_step_ms(args.steps, images)
+    print(f"\nshapes training step (main stage, batch {args.batch_size}, {args.steps} steps each, interleaved)")
+    print("| body | ms (median) |\n|---|---|")
+    for name, ms in steps.items():
+        print(f"| {name} | {ms:.0f} |")
+    result = {f"layers_{k.replace(' ', '_')}_ms": round(v, 1) for k, v in total.items()}
+    result.update({name.replace(" ", "_").replace("+", "and"): round(ms, 1) for name, ms in steps.items()})
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
