@@ -168,7 +168,7 @@ class StagedModule(L.LightningModule):
             (EfficientNet's, MobileNet's) at their pretrained values; everything else in a training
             group still trains, and gradients flow through them. On a CPU the kernel gradient of a
             depthwise conv costs ~10x its forward pass (oneDNN; ``bench/depthwise.py``), and the
-            kernels are 1-2 % of the body's parameters.
+            kernels are 6 % of EfficientNet-Lite0's body parameters.
     """
 
     def __init__(
