@@ -6,9 +6,9 @@ On this CPU (oneDNN, channels_last) the backward pass of a depthwise convolution
 forward, almost all of it in the kernel's gradient; the input's gradient costs about one forward.
 Times, for each depthwise conv shape in configs/shapes.yaml's trainable body group, the forward,
 the backward with both gradients and the backward with the input's gradient only; then whole
-training steps of the shapes model in its main stage (group 0 frozen; forward, loss, backward,
-AdamW; random images and boxes) with the depthwise kernels training and fixed, and with
-``norm_eval`` on top, interleaved step by step in one process; medians. Prints tables, then one
+training steps of the shapes model in its main stage (``bench/shapes_step.py``) with the depthwise
+kernels training and fixed, and with ``norm_eval`` on top, interleaved step by step in one
+process; medians. Prints tables, then one
 JSON line.
 """
 
@@ -22,13 +22,11 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import nn
 
-from detector.callbacks import apply_freeze, body_freeze_options
 from detector.module import DetectorModule
+from shapes_step import interleaved_step_ms, main_stage_model, random_batch, shapes_init
 
-SHAPES_CONFIG = "configs/shapes.yaml"
 VARIANTS = {  # name: (train_depthwise, norm_eval)
     "depthwise kernels train": (True, False),
     "depthwise kernels fixed": (False, False),
@@ -45,15 +43,6 @@ def median_ms(fn: Callable[[], object], repeats: int) -> float:
         fn()
         times.append((time.perf_counter() - start) * 1000)
     return statistics.median(times)
-
-
-def shapes_model(train_depthwise: bool, norm_eval: bool) -> DetectorModule:
-    init = yaml.safe_load(open(SHAPES_CONFIG))["model"]["init_args"]
-    init = {**init, "weights": "none", "num_classes": 7, "train_depthwise": train_depthwise, "norm_eval": norm_eval}
-    torch.manual_seed(0)
-    model = DetectorModule(**init).train()
-    apply_freeze(model.model.layer_groups, model.frozen_groups(1), model.train_bn, **body_freeze_options(model))
-    return model
 
 
 def depthwise_convs(model: DetectorModule, images: torch.Tensor) -> list[tuple[nn.Conv2d, torch.Tensor]]:
@@ -88,28 +77,9 @@ def layer_table(model: DetectorModule, images: torch.Tensor, repeats: int) -> li
     return rows
 
 
-def train_step_ms(steps: int, images: torch.Tensor) -> dict[str, float]:
-    gen = torch.Generator().manual_seed(0)
-    n = images.shape[0]
-    xy = torch.rand(n, 4, 2, generator=gen) * 0.5
-    boxes = torch.cat([xy, xy + 0.1 + torch.rand(n, 4, 2, generator=gen) * 0.4], dim=2)  # (B, 4, 4) xyxy
-    labels = torch.randint(0, 7, (n, 4), generator=gen)
-    runs = {}
-    for name, (train_depthwise, norm_eval) in VARIANTS.items():
-        model = shapes_model(train_depthwise, norm_eval)
-        runs[name] = (model, torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4))
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for r in range(steps + 2):
-        for name in (list(runs) if r % 2 == 0 else list(runs)[::-1]):
-            model, opt = runs[name]
-            start = time.perf_counter()
-            cls_logits, box_deltas = model(images)
-            model.criterion(cls_logits, box_deltas, model.anchors, boxes, labels)["loss"].backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            if r >= 2:  # warm-up (the frozen stage's fold is built in the first)
-                times[name].append((time.perf_counter() - start) * 1000)
-    return {name: statistics.median(t) for name, t in times.items()}
+def train_step_ms(steps: int, batch_size: int) -> dict[str, float]:
+    models = {name: main_stage_model(train_depthwise=dw, norm_eval=ne) for name, (dw, ne) in VARIANTS.items()}
+    return interleaved_step_ms(models, random_batch(batch_size, shapes_init()["image_size"]), steps)
 
 
 def main() -> None:
@@ -118,9 +88,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10, help="repeats per layer timing")
     parser.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args()
-    size = yaml.safe_load(open(SHAPES_CONFIG))["model"]["init_args"]["image_size"]
-    images = torch.rand(args.batch_size, 3, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    model = shapes_model(True, False)
+    size = shapes_init()["image_size"]
+    images, _, _ = random_batch(args.batch_size, size)
+    model = main_stage_model(train_depthwise=True, norm_eval=False)
     rows = layer_table(model, images.contiguous(memory_format=torch.channels_last), args.repeats)
     print(f"depthwise convs of the trainable body group, batch {args.batch_size} at {size} px, {torch.get_num_threads()} threads (ms, medians)")
     print("| input (C, H, W), kernel, stride | forward | backward | backward, input grad only |\n|---|---|---|---|")
@@ -128,7 +98,7 @@ def main() -> None:
         print(f"| {r['shape']} | {r['forward']:.2f} | {r['backward']:.2f} | {r['input grad only']:.2f} |")
     total = {k: sum(r[k] for r in rows) for k in ("forward", "backward", "input grad only")}
     print(f"| all {len(rows)} | {total['forward']:.1f} | {total['backward']:.1f} | {total['input grad only']:.1f} |")
-    steps = train_step_ms(args.steps, images)
+    steps = train_step_ms(args.steps, args.batch_size)
     print(f"\nshapes training step (main stage, batch {args.batch_size}, {args.steps} steps each, interleaved)")
     print("| body | ms (median) |\n|---|---|")
     for name, ms in steps.items():

@@ -11,8 +11,8 @@ the cost does not depend on them), back to back, alternating which goes first; m
 the two agree.
 
 With ``--train-step`` it also times whole training steps of configs/shapes.yaml's model in its main
-stage (group 0 frozen; forward, loss, backward, AdamW; random images and boxes), with the fold and
-without it (``Backbone.fold_frozen_bn``), alternating step by step in one process.
+stage (``bench/shapes_step.py``), with the fold and without it (``Backbone.fold_frozen_bn``),
+alternating step by step in one process.
 Prints a table, then one JSON line.
 """
 
@@ -24,45 +24,17 @@ import statistics
 import time
 
 import torch
-import yaml
 
-from detector.callbacks import apply_freeze
 from detector.model.backbones import build_backbone
 from detector.model.fold import fold_batchnorm
-from detector.module import DetectorModule
-
-SHAPES_CONFIG = "configs/shapes.yaml"
+from shapes_step import interleaved_step_ms, main_stage_model, random_batch, shapes_init
 
 
 def train_step_ms(steps: int, batch_size: int) -> dict[str, float]:
     """Median ms of a shapes training step (main stage) with and without the fold, interleaved."""
-    init = yaml.safe_load(open(SHAPES_CONFIG))["model"]["init_args"]
-    gen = torch.Generator().manual_seed(0)
-    size = init["image_size"]
-    images = torch.rand(batch_size, 3, size, size, generator=gen) * 2 - 1
-    xy = torch.rand(batch_size, 4, 2, generator=gen) * 0.5
-    boxes = torch.cat([xy, xy + 0.1 + torch.rand(batch_size, 4, 2, generator=gen) * 0.4], dim=2)  # (B, 4, 4) xyxy
-    labels = torch.randint(0, 7, (batch_size, 4), generator=gen)
-    runs = {}
-    for name in ("as built", "folded"):
-        torch.manual_seed(0)
-        model = DetectorModule(**{**init, "weights": "none", "num_classes": 7}).train()
-        apply_freeze(model.model.layer_groups, model.frozen_groups(1), model.train_bn)
-        model.model.backbone.fold_frozen_bn = name == "folded"
-        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-        runs[name] = (model, opt)
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for r in range(steps + 2):
-        for name in (list(runs) if r % 2 == 0 else list(runs)[::-1]):
-            model, opt = runs[name]
-            start = time.perf_counter()
-            cls_logits, box_deltas = model(images)
-            model.criterion(cls_logits, box_deltas, model.anchors, boxes, labels)["loss"].backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            if r >= 2:  # the first two are warm-up (the fold is built in the first)
-                times[name].append((time.perf_counter() - start) * 1000)
-    return {name: statistics.median(t) for name, t in times.items()}
+    models = {name: main_stage_model() for name in ("as built", "folded")}
+    models["as built"].model.backbone.fold_frozen_bn = False
+    return interleaved_step_ms(models, random_batch(batch_size, shapes_init()["image_size"]), steps)
 
 
 def main() -> None:
