@@ -1,4 +1,5 @@
-"""What folding BatchNorm into the convolutions saves in the frozen part of the shapes body.
+"""What folding BatchNorm into the convolutions saves in the shapes body: its frozen stage, and
+with ``norm_eval`` its training stages.
 
     .venv/bin/python bench/frozen_bn.py [--repeats 7] [--batch-size 16] [--image-size 192]
 
@@ -11,8 +12,9 @@ the cost does not depend on them), back to back, alternating which goes first; m
 the two agree.
 
 With ``--train-step`` it also times whole training steps of configs/shapes.yaml's model in its main
-stage (``bench/shapes_step.py``), with the fold and without it (``Backbone.fold_frozen_bn``),
-alternating step by step in one process.
+stage (``bench/shapes_step.py``) with the fold and without it (``Backbone.fold_bn``), each with the
+training stages' BatchNorm as the config has it and with ``norm_eval`` (eval-mode BatchNorm, which
+the fold then covers too), alternating step by step in one process.
 Prints a table, then one JSON line.
 """
 
@@ -30,10 +32,20 @@ from detector.model.fold import fold_batchnorm
 from shapes_step import interleaved_step_ms, main_stage_model, random_batch, shapes_init
 
 
+STEP_MODELS = {  # name: (norm_eval, fold)
+    "as built": (False, False),
+    "frozen stage folded": (False, True),
+    "norm_eval": (True, False),
+    "norm_eval, all stages folded": (True, True),
+}
+
+
 def train_step_ms(steps: int, batch_size: int) -> dict[str, float]:
-    """Median ms of a shapes training step (main stage) with and without the fold, interleaved."""
-    models = {name: main_stage_model() for name in ("as built", "folded")}
-    models["as built"].model.backbone.fold_frozen_bn = False
+    """Median ms of a shapes training step (main stage) of each of :data:`STEP_MODELS`, interleaved."""
+    models = {}
+    for name, (norm_eval, fold) in STEP_MODELS.items():
+        models[name] = main_stage_model(norm_eval=norm_eval)
+        models[name].model.backbone.fold_bn = fold
     return interleaved_step_ms(models, random_batch(batch_size, shapes_init()["image_size"]), steps)
 
 
@@ -68,8 +80,9 @@ def main() -> None:
     if steps:
         print(f"\nshapes training step (main stage, batch {args.batch_size}, {args.train_step} steps each, interleaved)")
         print("| training step | ms (median) |\n|---|---|")
-        print(f"| as built | {steps['as built']:.0f} |\n| frozen stage folded | {steps['folded']:.0f} |")
-        result.update(step_built_ms=round(steps["as built"], 1), step_folded_ms=round(steps["folded"], 1))
+        for name, ms in steps.items():
+            print(f"| {name} | {ms:.0f} |")
+        result["step_ms"] = {name: round(ms, 1) for name, ms in steps.items()}
     print(json.dumps(result))
 
 

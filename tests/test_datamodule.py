@@ -20,6 +20,7 @@ from detector.data.datamodule import (
     collate_detections,
     sample_seed,
 )
+import detector.data.datamodule as datamodule_module
 from detector.data.image import reduced_size
 from detector.data.records import BadRecordError, load_records
 from detector.data.transforms import DetectionTransform
@@ -175,6 +176,33 @@ def test_large_image_is_decoded_reduced_and_its_boxes_follow(tmp_path: Path):
     ys, xs = torch.nonzero(rgb > 2, as_tuple=True)
     found = torch.stack([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]).float() / S
     torch.testing.assert_close(found, expected[0], atol=1.5 / S, rtol=0)
+
+
+def test_cached_images_give_the_same_samples_without_decoding_again(coco_json: Path, monkeypatch: pytest.MonkeyPatch):
+    plain = dataset(coco_json, "lesson", seed=3)
+    cached = DetectionDataset(plain.split, plain.transform, seed=3, cache_images=True)
+    decoded: list[str] = []
+    real_load = datamodule_module.load_image
+    monkeypatch.setattr(datamodule_module, "load_image", lambda path, **kw: decoded.append(Path(path).name) or real_load(path, **kw))
+    for epoch in range(3):  # the lesson set flips and rotates: every epoch differs, from the same cached pixels
+        for i in range(len(plain)):
+            a, b = plain[(epoch, i)], cached[(epoch, i)]
+            assert torch.equal(a["image"], b["image"]) and torch.equal(a["boxes"], b["boxes"])
+            assert torch.equal(a["labels"], b["labels"])
+    assert decoded.count("a.jpg") == 3 + 1  # plain: every epoch; cached: the first only
+    assert sorted(cached.cache) == [0, 1, 2] and not cached.cache[0].flags.writeable
+
+
+def test_cache_that_does_not_fit_in_memory_is_refused(coco_json: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(datamodule_module, "_available_memory", lambda: 10_000)  # bytes: the 3 images need 27,648 x 2
+    dm = datamodule(coco_json, cache_images=True, num_workers=2)
+    with pytest.raises(ValueError, match=r"cache_images needs 0\.00 GiB \(0\.00 GiB x 2 loader processes\) for .*split\.json"):
+        dm.setup("fit")
+    monkeypatch.setattr(datamodule_module, "_available_memory", lambda: 10**9)
+    dm = datamodule(coco_json, cache_images=True)
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    assert len(list(loader)) == 1 and len(loader.dataset.cache) == 2  # one batch of 2 (the third image dropped)
 
 
 # ------------------------------------------------------------------------------------ DataModule

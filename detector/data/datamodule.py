@@ -66,6 +66,18 @@ Split = Literal["train", "val", "test"]
 log = logging.getLogger(__name__)
 
 
+def _available_memory() -> int | None:
+    """Bytes of memory available now (Linux ``MemAvailable``), None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def sample_seed(seed: int, epoch: int, index: int) -> int:
     """The augmentation seed of sample ``index`` in ``epoch`` of a run seeded with ``seed``."""
     return int(np.random.SeedSequence(seed, spawn_key=(1, epoch, index)).generate_state(1)[0])
@@ -143,6 +155,10 @@ class DetectionDataset(Dataset):
     ``final`` = ``(epoch, transform)``: samples of that epoch and later use that transform instead
     (the lighter augmentation of a run's last epochs; chosen by the sample's epoch, so it reaches
     worker processes and resumed runs alike).
+
+    ``cache_images``: keep each decoded image in this process's memory after its first use, so
+    later epochs skip the JPEG decode (ultralytics' ``cache=ram``). Each loader worker process
+    keeps its own cache.
     """
 
     def __init__(
@@ -152,9 +168,11 @@ class DetectionDataset(Dataset):
         seed: int = 0,
         on_bad_record: OnBadRecord = "error",
         final: tuple[int, DetectionTransform] | None = None,
+        cache_images: bool = False,
     ):
         self.split, self.transform, self.seed, self.epoch = split, transform, seed, 0
         self.on_bad_record, self.final = on_bad_record, final
+        self.cache: dict[int, np.ndarray] | None = {} if cache_images else None  # index -> (h, w, 3) uint8
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -176,7 +194,11 @@ class DetectionDataset(Dataset):
             e.add_note(f"while loading {self.split.json_path}: image id {record.image_id} ({record.path})")
             raise
 
-    def _sample(self, record: Record, epoch: int, index: int) -> dict[str, Any]:
+    def _decode(self, record: Record, index: int) -> np.ndarray:
+        """The record's image, ``(h, w, 3)`` uint8, checked against the JSON's size; from the cache
+        when there is one and it holds the image."""
+        if self.cache is not None and index in self.cache:
+            return self.cache[index]
         where = f"{self.split.json_path}: image id {record.image_id}"
         try:
             # Large JPEGs decode at a reduced scale that still covers the output size (see load_image).
@@ -190,6 +212,15 @@ class DetectionDataset(Dataset):
                 f"{where} ({record.path}): decoded as {width} x {height} (width x height), "
                 f"the JSON says {record.width} x {record.height}"
             )
+        if self.cache is not None:
+            image.flags.writeable = False  # a transform that wrote into it would change later epochs
+            self.cache[index] = image
+        return image
+
+    def _sample(self, record: Record, epoch: int, index: int) -> dict[str, Any]:
+        image = self._decode(record, index)
+        height, width = image.shape[:2]
+        full = (record.width, record.height)
         boxes = record.boxes
         if (width, height) != full:
             boxes = boxes * np.array([width / record.width, height / record.height] * 2, dtype=np.float32)  # (n, 4)
@@ -256,6 +287,12 @@ class DetectionDataModule(L.LightningDataModule):
             will be evaluated on (YOLOX turns its strong augmentation off for the last 15 epochs,
             ultralytics' ``close_mosaic`` for the last 10). 0 (the default): never.
         mean, std: the backbone's per-channel input statistics, for pixels in [0, 1].
+        cache_images: keep the decoded images in memory after their first epoch (ultralytics'
+            ``cache=ram``): later epochs skip the JPEG decode (1.2 of the 4.3 ms an image takes to
+            load for configs/shapes.yaml). Costs ``height x width x 3`` bytes per image (decoded
+            at the reduced JPEG scale where that applies), for each loader process (the training
+            process when ``num_workers`` is 0, else each worker); ``setup`` logs the amount and
+            refuses when it exceeds the memory available.
         on_bad_record: ``"error"`` or ``"skip"`` (see ``detector.data.records``).
         seed: base seed of the shuffle order and of every sample's augmentation.
         generate: a :class:`ShapesSpec` (YAML: ``generate: {}`` for the defaults, or
@@ -282,6 +319,7 @@ class DetectionDataModule(L.LightningDataModule):
         final_augment: AugmentPreset = "lesson",
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
+        cache_images: bool = False,
         on_bad_record: OnBadRecord = "error",
         seed: int = 0,
         generate: Optional[ShapesSpec] = None,
@@ -342,6 +380,25 @@ class DetectionDataModule(L.LightningDataModule):
         if stage == "fit":
             self._check_batch_size()
             self._final_epoch()
+        if self.hparams.cache_images:
+            self._check_cache([self.splits[name] for name in wanted])
+
+    def _check_cache(self, splits: list[LoadedSplit]) -> None:
+        """Log what ``cache_images`` will hold; refuse it when that exceeds the available memory."""
+        size = self.hparams.image_size
+        per_process = sum(
+            w * h * 3 for split in splits for w, h in (reduced_size((r.width, r.height), size) for r in split.records)
+        )
+        processes = max(self.hparams.num_workers, 1)
+        available = _available_memory()
+        names = ", ".join(str(split.json_path) for split in splits)
+        need = f"{per_process * processes / 2**30:.2f} GiB ({per_process / 2**30:.2f} GiB x {processes} loader processes) for {names}"
+        if available is not None and per_process * processes > available:
+            raise ValueError(
+                f"data.cache_images needs {need}, more than the {available / 2**30:.2f} GiB of memory available: "
+                "set data.cache_images: false, or fewer data.num_workers"
+            )
+        rank_zero_info(f"data.cache_images: decoded images kept in memory after first use, up to {need}")
 
     def _check_batch_size(self) -> None:
         """Under a Trainer: refuse a train batch larger than this process's share of the train split."""
@@ -399,7 +456,8 @@ class DetectionDataModule(L.LightningDataModule):
         start = self._final_epoch() if train else None
         final = (start, self._transform(h.final_augment)) if start is not None else None
         dataset = DetectionDataset(
-            self.splits[split], self._transform(preset), seed=h.seed, on_bad_record=h.on_bad_record, final=final
+            self.splits[split], self._transform(preset), seed=h.seed, on_bad_record=h.on_bad_record, final=final,
+            cache_images=h.cache_images,
         )
         world, rank = self._world()
         if train:

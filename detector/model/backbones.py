@@ -28,7 +28,7 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
-from detector.model.fold import FoldedStages, is_fixed
+from detector.model.fold import FoldedStages, norms_fixed
 
 __all__ = ["BACKBONES", "Backbone", "backbone_stats", "build_backbone", "load_efficientnet_lite0", "load_resnet"]
 
@@ -80,9 +80,10 @@ class Backbone(nn.Module):
         out_channels: channels of the maps at strides 8, 16, 32.
         mean, std: the input statistics the weights were trained with.
 
-    In training mode, a stage that trains nothing and whose BatchNorm layers are in eval mode runs
-    as a copy with BatchNorm folded into the convs (:mod:`detector.model.fold`): the same function
-    to float32 rounding, cheaper. ``fold_frozen_bn = False`` turns that off.
+    In training mode, a stage whose BatchNorm layers are all in eval mode (frozen with
+    ``train_bn: false``, or ``norm_eval``) runs as a view with BatchNorm folded into the convs
+    (:mod:`detector.model.fold`): the same function and gradients to float32 rounding, cheaper.
+    ``fold_bn = False`` turns that off.
     """
 
     def __init__(
@@ -99,7 +100,7 @@ class Backbone(nn.Module):
         self.out_channels = out_channels
         self.mean = mean
         self.std = std
-        self.fold_frozen_bn = True
+        self.fold_bn = True
         self._folded = FoldedStages()  # not a Module: outside state_dict, .to() and the optimiser
 
     @property
@@ -113,7 +114,7 @@ class Backbone(nn.Module):
         features = []
         x = images
         for i, stage in enumerate(self.body):
-            fold = self.fold_frozen_bn and stage.training and is_fixed(stage)
+            fold = self.fold_bn and stage.training and norms_fixed(stage)
             x = self._folded(i, stage, x) if fold else stage(x)
             features.append(x)
         return features

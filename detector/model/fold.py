@@ -1,21 +1,30 @@
-"""BatchNorm folded into the convolutions of a frozen body stage, to make training steps cheaper.
+"""BatchNorm folded into the convolutions of body stages whose BatchNorm is in eval mode, to make
+training steps cheaper.
 
-A stage of the body that trains nothing (no parameter requires grad) and whose BatchNorm layers are
-in eval mode (``train_bn: false`` or ``norm_eval: true``) computes a fixed function: each BatchNorm
-after a conv is an affine map per channel, ``(x - mean) / sqrt(var + eps) * gamma + beta``, which can
-be folded into that conv's weights and bias (``torch.nn.utils.fusion.fuse_conv_bn_weights``). The
-folded copy skips one pass over every activation map per BatchNorm; for the shapes config's frozen
-stride-8 stage of EfficientNet-Lite0 that is 107 -> 65 ms of forward per batch of 16 at 192 px on a
-2-core CPU (``bench/frozen_bn.py``). Outputs agree to float32 rounding (~1e-6), not bit for bit.
+A BatchNorm in eval mode (``train_bn: false`` in a frozen group, or ``norm_eval: true``) is an affine
+map per channel, ``(x - mean) / sqrt(var + eps) * gamma + beta``; after a conv it can be folded into
+that conv: weight ``w * s`` and bias ``(b - mean) * s + beta`` with ``s = gamma / sqrt(var + eps)``.
+:class:`FoldedConv` runs the pair that way, recomputing the folded weight and bias from the conv's
+and the BatchNorm's own tensors at every call (a pass over the weights, not over the activations),
+so gradients reach ``w``, ``gamma`` and ``beta`` exactly as through the two layers: it serves a
+frozen stage and a training one alike. What it saves is the BatchNorm's pass over every activation
+map, forward and backward: for the shapes config's frozen stride-8 stage of EfficientNet-Lite0 that
+is 111 -> 68 ms of forward per batch of 16 at 192 px on a 2-core CPU, and with ``norm_eval`` the
+training stages' BatchNorm passes too (a shapes training step ~13 % faster than with the training
+stages' BatchNorm in train mode; ``bench/frozen_bn.py``). Outputs and gradients agree to float32
+rounding (~1e-6), not bit for bit.
 
-:class:`FoldedStages` keeps one folded copy per stage, outside the module tree (so ``state_dict``,
-``.to()`` and the optimiser never see it), and rebuilds it whenever any of the stage's parameters,
-buffers or train/eval flags differs from the snapshot it was built from (a loaded checkpoint, an
-EMA swap, unfreezing). :class:`detector.model.backbones.Backbone` uses it in training mode only:
-validation, ``eval.py`` and export run the stage itself, so they agree exactly with one another.
+:class:`FoldedStages` keeps one folded view per stage, outside the module tree (so ``state_dict``,
+``.to()`` and the optimiser never see it). A view is a copy of the stage's modules that shares the
+stage's parameters and buffers (no tensor is copied), so training, a loaded checkpoint or an EMA
+swap, all of which change those tensors in place, reach it at once; it is rebuilt when a tensor is
+replaced by another (``.to()`` of buffers) or a train/eval flag changes (unfreezing).
+:class:`detector.model.backbones.Backbone` uses it in training mode only: validation, ``eval.py``
+and export run the stage itself, so they agree exactly with one another.
 
 Written by hand because ``torch.fx.experimental.optimization.fuse`` matches only exact
-``nn.BatchNorm2d`` modules and traces through timm's ``BatchNormAct2d`` (BatchNorm + activation).
+``nn.BatchNorm2d`` modules, traces through timm's ``BatchNormAct2d`` (BatchNorm + activation), and
+folds fixed weights only.
 """
 
 from __future__ import annotations
@@ -24,17 +33,35 @@ import copy
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.fusion import fuse_conv_bn_weights
 
-__all__ = ["FoldedStages", "fold_batchnorm", "is_fixed"]
+__all__ = ["FoldedConv", "FoldedStages", "fold_batchnorm", "norms_fixed"]
 
 _BATCHNORM = nn.modules.batchnorm._BatchNorm
 
 
-def is_fixed(stage: nn.Module) -> bool:
-    """True when ``stage`` trains nothing and every BatchNorm in it is in eval mode (so has one)."""
+def norms_fixed(stage: nn.Module) -> bool:
+    """True when ``stage`` has BatchNorm layers and every one of them is in eval mode."""
     norms = [m for m in stage.modules() if isinstance(m, _BATCHNORM)]
-    return bool(norms) and not any(m.training for m in norms) and not any(p.requires_grad for p in stage.parameters())
+    return bool(norms) and not any(m.training for m in norms)
+
+
+class FoldedConv(nn.Module):
+    """``bn(conv(x))`` for an eval-mode ``bn`` computed as one conv, its weight and bias folded
+    from both modules' current tensors at every call (differentiable in all of them)."""
+
+    def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d):
+        super().__init__()
+        self.conv, self.bn = conv, bn
+
+    def forward(self, x: Tensor) -> Tensor:
+        conv, bn = self.conv, self.bn
+        scale = torch.rsqrt(bn.running_var + bn.eps)  # (O,)
+        if bn.weight is not None:
+            scale = scale * bn.weight
+        shift = -bn.running_mean * scale if conv.bias is None else (conv.bias - bn.running_mean) * scale  # (O,)
+        if bn.bias is not None:
+            shift = shift + bn.bias
+        return conv._conv_forward(x, conv.weight * scale.reshape(-1, 1, 1, 1), shift)  # weight (O, I/g, kh, kw)
 
 
 def _conv_bn_pairs(stage: nn.Module, example: Tensor) -> list[tuple[str, str]]:
@@ -55,7 +82,8 @@ def _conv_bn_pairs(stage: nn.Module, example: Tensor) -> list[tuple[str, str]]:
     hooks = [m.register_forward_hook(after_conv) for m in stage.modules() if type(m) is nn.Conv2d]
     hooks += [m.register_forward_pre_hook(before_bn) for m in stage.modules() if isinstance(m, nn.BatchNorm2d)]
     try:
-        stage(example)
+        with torch.no_grad():
+            stage(example)
     finally:
         for hook in hooks:
             hook.remove()
@@ -75,62 +103,60 @@ def _after_norm(bn: nn.BatchNorm2d) -> nn.Module:
 
 
 def fold_batchnorm(stage: nn.Module, example: Tensor) -> tuple[nn.Module, int]:
-    """An eval-mode copy of ``stage`` with each conv -> BatchNorm pair folded into the conv.
+    """A view of ``stage`` with each conv -> BatchNorm pair run as a :class:`FoldedConv`.
 
-    ``example``: an input for one probing forward (one image is enough). Returns the copy and the
-    number of BatchNorms folded; those of types it does not know are left in place.
+    The view's modules are copies, with the stage's train/eval flags, but its parameters and buffers
+    are the stage's own tensors. ``example``: an input for one probing forward (one image is enough).
+    Returns the view and the number of BatchNorms folded; those of types it does not know are left
+    in place, and so is a pair whose conv kernel is fixed while the BatchNorm's affine trains (the
+    fold would need that kernel's gradient: for a depthwise conv on a CPU, ~10x its forward, more
+    than the BatchNorm costs). Meant for a stage whose BatchNorm layers are in eval mode
+    (:func:`norms_fixed`): a folded BatchNorm always normalises with its running statistics.
     """
-    folded = copy.deepcopy(stage).eval()
-    with torch.no_grad():
-        pairs = _conv_bn_pairs(folded, example)
-        count = 0
-        for conv_name, bn_name in pairs:
-            conv, bn = folded.get_submodule(conv_name), folded.get_submodule(bn_name)
-            try:
-                rest = _after_norm(bn)
-            except TypeError:
-                continue
-            nhwc = conv.weight.is_contiguous(memory_format=torch.channels_last)
-            conv.weight, conv.bias = fuse_conv_bn_weights(  # the copy's own conv, changed in place
-                conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias
-            )  # weight (O, I/g, kh, kw), bias (O,)
-            if nhwc:  # keep NHWC weights NHWC
-                conv.weight.data = conv.weight.data.contiguous(memory_format=torch.channels_last)
-            conv.requires_grad_(False)
-            folded.set_submodule(bn_name, rest)
-            count += 1
-    return folded, count
+    shared = {id(t): t for t in (*stage.parameters(), *stage.buffers())}
+    view = copy.deepcopy(stage, memo=shared)  # deepcopy returns what memo holds: the tensors are shared
+    flags = {name: m.training for name, m in stage.named_modules()}
+    count = 0
+    for conv_name, bn_name in _conv_bn_pairs(view.eval(), example):
+        conv, bn = view.get_submodule(conv_name), view.get_submodule(bn_name)
+        if not conv.weight.requires_grad and any(p.requires_grad for p in bn.parameters()):
+            continue  # folded, the fixed kernel would need its gradient: see the docstring
+        try:
+            rest = _after_norm(bn)
+        except TypeError:
+            continue
+        view.set_submodule(conv_name, FoldedConv(conv, bn))
+        view.set_submodule(bn_name, rest)
+        count += 1
+    for name, m in view.named_modules():  # the stage's own flags (dropout in train mode stays so)
+        m.training = flags.get(name, m.training)
+    return view, count
 
 
 class FoldedStages:
-    """A cache of folded copies of body stages, keyed by stage index.
+    """A cache of folded views of body stages, keyed by stage index.
 
-    ``FoldedStages()(index, stage, x)`` runs ``stage`` on ``x`` through its folded copy, building or
-    rebuilding the copy when the stage's tensors or train/eval flags changed since the last build.
-    Call it only for stages where :func:`is_fixed` holds. The copy is a deep copy, hooks included:
-    a forward hook on one of the stage's modules fires in the copy too, except on a folded-away
-    BatchNorm (and once more during each build's probing forward).
+    ``FoldedStages()(index, stage, x)`` runs ``stage`` on ``x`` through its folded view, building or
+    rebuilding the view when one of the stage's tensors was replaced, or a tensor's ``requires_grad``
+    or a module's train/eval flag changed, since the last build. Call it only for stages where :func:`norms_fixed` holds. The view is a
+    copy of the modules, hooks included: a forward hook on one of the stage's modules fires in the
+    view too, except on a folded conv or BatchNorm (and once more during each build's probing
+    forward).
     """
 
     def __init__(self) -> None:
-        self._cache: dict[int, tuple[list[Tensor], list[bool], nn.Module]] = {}
+        self._cache: dict[int, tuple[list, nn.Module]] = {}
 
     @staticmethod
-    def _state(stage: nn.Module) -> tuple[list[Tensor], list[bool]]:
-        return [*stage.parameters(), *stage.buffers()], [m.training for m in stage.modules()]
+    def _state(stage: nn.Module) -> list:
+        # The view holds the tensors themselves, so these ids stay theirs while it exists.
+        tensors = (*stage.parameters(), *stage.buffers())
+        return [[id(t) for t in tensors], [t.requires_grad for t in tensors], [m.training for m in stage.modules()]]
 
     def __call__(self, index: int, stage: nn.Module, x: Tensor) -> Tensor:
-        tensors, flags = self._state(stage)
+        state = self._state(stage)
         hit = self._cache.get(index)
-        if hit is None or hit[1] != flags or len(hit[0]) != len(tensors) or not all(
-            a.shape == b.shape and a.device == b.device and a.dtype == b.dtype and torch.equal(a, b)
-            for a, b in zip(hit[0], tensors)
-        ):
-            folded, _ = fold_batchnorm(stage, x[:1].detach())
-            training = {name: m.training for name, m in stage.named_modules()}
-            for name, m in folded.named_modules():  # the stage's own flags (dropout in train mode stays so)
-                m.training = training.get(name, m.training)
-            with torch.no_grad():
-                snapshot = [t.detach().clone() for t in tensors]
-            hit = self._cache[index] = (snapshot, flags, folded)
-        return hit[2](x)
+        if hit is None or hit[0] != state:
+            view, _ = fold_batchnorm(stage, x[:1].detach())
+            hit = self._cache[index] = (state, view)
+        return hit[1](x)
