@@ -66,12 +66,16 @@ class OneCycle:
         div: the cycle starts and ends at ``lr / div`` (fastai's ``use_clr[0]``; the lesson uses 20).
         cut_div: the climb lasts ``1 / cut_div`` of the cycle (fastai's ``use_clr[1]``; the lesson
             uses 10).
+        end_div: the fall ends at ``lr / end_div`` instead (None: at ``lr / div``, as fastai 0.7).
+            With an EMA of the weights doing the averaging, a cycle that ends higher keeps learning
+            in its last epochs (fastai 1's ``fit_one_cycle`` has the same knob, ``div_final``).
     """
 
     stages: tuple[Stage, ...]
     steps_per_epoch: int
     div: float = 20.0
     cut_div: float = 10.0
+    end_div: float | None = None
 
     def __call__(self, step: int) -> float:
         start = 0
@@ -83,7 +87,11 @@ class OneCycle:
         raise ValueError("a recipe needs at least one stage")
 
     def _cycle(self, i: int, n: int) -> float:
-        """fastai 0.7 ``CircularLR.calc_lr`` as a fraction of the peak: ``(1 + pct * (div - 1)) / div``."""
+        """fastai 0.7 ``CircularLR.calc_lr`` as a fraction of the peak: ``(1 + pct * (div - 1)) / div``
+        (``end_div`` in place of ``div`` on the way down)."""
         cut = max(int(n // self.cut_div), 1)
-        pct = i / cut if i <= cut else 1 - (i - cut) / max(n - cut, 1)
-        return (1 + pct * (self.div - 1)) / self.div
+        if i <= cut:
+            pct, div = i / cut, self.div
+        else:
+            pct, div = 1 - (i - cut) / max(n - cut, 1), self.div if self.end_div is None else self.end_div
+        return (1 + pct * (div - 1)) / div

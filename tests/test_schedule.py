@@ -28,6 +28,16 @@ def test_use_clr_20_10_shape():
     assert ups == sorted(ups) and downs == sorted(downs, reverse=True)
 
 
+def test_end_div_moves_only_the_end_of_the_fall():
+    f = OneCycle((Stage(1, "none", 1.0),), steps_per_epoch=100, div=20, cut_div=10, end_div=2.5)
+    assert f(0) == pytest.approx(1 / 20) and f(5) == pytest.approx((1 + 0.5 * 19) / 20)  # the climb as before
+    assert f(10) == pytest.approx(1.0)
+    assert f(55) == pytest.approx((1 + 1 / 2.5) / 2)  # halfway down between lr and lr / 2.5
+    assert f(100) == pytest.approx(1 / 2.5)
+    downs = [f(i) for i in range(10, 101)]
+    assert downs == sorted(downs, reverse=True)
+
+
 def test_each_stage_is_its_own_cycle_with_its_multiplier():
     f = OneCycle(LESSON, steps_per_epoch=10)  # 100 steps per stage
     assert f(10) == pytest.approx(1.0)  # stage 0 peak
