@@ -1,7 +1,7 @@
 """What folding BatchNorm into the convolutions saves in the shapes body: its frozen stage, and
 with ``norm_eval`` its training stages.
 
-    .venv/bin/python bench/frozen_bn.py [--repeats 7] [--batch-size 16] [--image-size 192]
+    .venv/bin/python bench/frozen_bn.py [--repeats 7] [--batch-size 16] [--image-size S] [--train-step STEPS]
 
 configs/shapes.yaml trains with ``train_bn: false`` and layer group 0 of EfficientNet-Lite0 (stem +
 blocks 0-2, the stride-8 stage) frozen, so that stage is pure inference in every step: each conv's
@@ -53,7 +53,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--image-size", type=int, default=192)
+    parser.add_argument("--image-size", type=int, default=shapes_init()["image_size"])
     parser.add_argument("--train-step", type=int, default=0, metavar="STEPS", help="also time STEPS training steps each way")
     args = parser.parse_args()
     steps = train_step_ms(args.train_step, args.batch_size) if args.train_step else {}

@@ -25,7 +25,7 @@ CONFIGS: dict[str, dict] = {
     "resnet18": dict(num_classes=20, backbone="resnet18", image_size=224, grids=(4, 2, 1), **LESSON_ANCHORS),
     "resnet50": dict(num_classes=20, backbone="resnet50", image_size=224, grids=(4, 2, 1), **LESSON_ANCHORS),
     "shapes.yaml": dict(
-        num_classes=7, backbone="efficientnet_lite0", image_size=192, grids=(12, 6, 3, 2, 1), channels=128, **LESSON_ANCHORS
+        num_classes=7, backbone="efficientnet_lite0", image_size=224, grids=(14, 7, 4, 2, 1), channels=128, **LESSON_ANCHORS
     ),
     "bccd.yaml": dict(
         num_classes=3, backbone="efficientnet_lite0", image_size=320, grids=(20, 10, 5, 3, 1), channels=128, **LESSON_ANCHORS

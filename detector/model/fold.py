@@ -10,7 +10,7 @@ so gradients reach ``w``, ``gamma`` and ``beta`` exactly as through the two laye
 frozen stage and a training one alike. What it saves is the BatchNorm's pass over every activation
 map, forward and backward: for the shapes config's frozen stride-8 stage of EfficientNet-Lite0 that
 is 111 -> 68 ms of forward per batch of 16 at 192 px on a 2-core CPU, and with ``norm_eval`` the
-training stages' BatchNorm passes too (a shapes training step ~13 % faster than with the training
+training stages' BatchNorm passes too (a shapes training step 9-14 % faster than with the training
 stages' BatchNorm in train mode; ``bench/frozen_bn.py``). Outputs and gradients agree to float32
 rounding (~1e-6), not bit for bit.
 
