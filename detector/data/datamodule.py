@@ -291,8 +291,9 @@ class DetectionDataModule(L.LightningDataModule):
             ``cache=ram``): later epochs skip the JPEG decode (1.2 of the 4.3 ms an image takes to
             load for configs/shapes.yaml). Costs ``height x width x 3`` bytes per image (decoded
             at the reduced JPEG scale where that applies), for each loader process (the training
-            process when ``num_workers`` is 0, else each worker); ``setup`` logs the amount and
-            refuses when it exceeds the memory available.
+            process when ``num_workers`` is 0, else each worker; under DDP, in every process, since
+            each epoch's shuffle deals each process other images); ``setup`` logs the amount for one
+            training process and refuses when it exceeds the memory available.
         on_bad_record: ``"error"`` or ``"skip"`` (see ``detector.data.records``).
         seed: base seed of the shuffle order and of every sample's augmentation.
         generate: a :class:`ShapesSpec` (YAML: ``generate: {}`` for the defaults, or

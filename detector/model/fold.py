@@ -18,7 +18,8 @@ rounding (~1e-6), not bit for bit.
 ``.to()`` and the optimiser never see it). A view is a copy of the stage's modules that shares the
 stage's parameters and buffers (no tensor is copied), so training, a loaded checkpoint or an EMA
 swap, all of which change those tensors in place, reach it at once; it is rebuilt when a tensor is
-replaced by another (``.to()`` of buffers) or a train/eval flag changes (unfreezing).
+replaced by another (``.to()`` of buffers) or a train/eval flag or ``requires_grad`` changes
+(freezing, unfreezing).
 :class:`detector.model.backbones.Backbone` uses it in training mode only: validation, ``eval.py``
 and export run the stage itself, so they agree exactly with one another.
 
