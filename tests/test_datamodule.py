@@ -205,6 +205,27 @@ def test_cache_that_does_not_fit_in_memory_is_refused(coco_json: Path, monkeypat
     assert len(list(loader)) == 1 and len(loader.dataset.cache) == 2  # one batch of 2 (the third image dropped)
 
 
+@pytest.mark.parametrize("name, refused", [("big.jpg", False), ("big.png", True)])
+def test_cache_size_counts_only_jpegs_at_their_reduced_scale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, refused: bool):
+    """A 900 x 700 JPEG decodes at 1/8 for S = 32 (113 x 88); a PNG always decodes at full size."""
+    data = {
+        "images": [{"id": 1, "file_name": name, "width": 900, "height": 700}],
+        "annotations": [{"id": 1, "image_id": 1, "bbox": [300, 100, 450, 350], "category_id": 1}],
+        "categories": [{"id": 1, "name": "thing"}],
+    }
+    write_jpeg(tmp_path / "images" / name, 900, 700, [[300, 100, 750, 450]])  # PIL picks the format by suffix
+    monkeypatch.setattr(datamodule_module, "_available_memory", lambda: 900 * 700 * 3 - 1)
+    dm = datamodule(write_json(tmp_path / "big.json", data), cache_images=True, batch_size=1)
+    if refused:
+        with pytest.raises(ValueError, match="cache_images needs"):
+            dm.setup("fit")
+    else:
+        dm.setup("fit")
+        loader = dm.train_dataloader()
+        assert next(iter(loader))["images"].shape == (1, 3, S, S)
+        assert [a.shape for a in loader.dataset.cache.values()] == [(88, 113, 3)]  # what the estimate counted
+
+
 # ------------------------------------------------------------------------------------ DataModule
 
 

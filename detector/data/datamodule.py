@@ -288,9 +288,10 @@ class DetectionDataModule(L.LightningDataModule):
             ultralytics' ``close_mosaic`` for the last 10). 0 (the default): never.
         mean, std: the backbone's per-channel input statistics, for pixels in [0, 1].
         cache_images: keep the decoded images in memory after their first epoch (ultralytics'
-            ``cache=ram``): later epochs skip the JPEG decode (1.2 of the 4.3 ms an image takes to
-            load for configs/shapes.yaml). Costs ``height x width x 3`` bytes per image (decoded
-            at the reduced JPEG scale where that applies), for each loader process (the training
+            ``cache=ram``): later epochs skip the JPEG decode (about a quarter of the time an image
+            takes to load for configs/shapes.yaml, the augmentation being the rest). Costs
+            ``height x width x 3`` bytes per image (JPEGs decoded at their reduced scale where that
+            applies, other files at full size), for each loader process (the training
             process when ``num_workers`` is 0, else each worker; under DDP, in every process, since
             each epoch's shuffle deals each process other images); ``setup`` logs the amount for one
             training process and refuses when it exceeds the memory available.
@@ -387,9 +388,12 @@ class DetectionDataModule(L.LightningDataModule):
     def _check_cache(self, splits: list[LoadedSplit]) -> None:
         """Log what ``cache_images`` will hold; refuse it when that exceeds the available memory."""
         size = self.hparams.image_size
-        per_process = sum(
-            w * h * 3 for split in splits for w, h in (reduced_size((r.width, r.height), size) for r in split.records)
-        )
+
+        def decoded(r: Record) -> tuple[int, int]:  # what load_image returns: only JPEGs decode reduced
+            full = (r.width, r.height)
+            return reduced_size(full, size) if r.path.suffix.lower() in (".jpg", ".jpeg") else full
+
+        per_process = sum(w * h * 3 for split in splits for w, h in map(decoded, split.records))
         processes = max(self.hparams.num_workers, 1)
         available = _available_memory()
         names = ", ".join(str(split.json_path) for split in splits)

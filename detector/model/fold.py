@@ -139,10 +139,10 @@ class FoldedStages:
 
     ``FoldedStages()(index, stage, x)`` runs ``stage`` on ``x`` through its folded view, building or
     rebuilding the view when one of the stage's tensors was replaced, or a tensor's ``requires_grad``
-    or a module's train/eval flag changed, since the last build. Call it only for stages where :func:`norms_fixed` holds. The view is a
-    copy of the modules, hooks included: a forward hook on one of the stage's modules fires in the
-    view too, except on a folded conv or BatchNorm (and once more during each build's probing
-    forward).
+    or a module's train/eval flag changed, since the last build. Call it only for stages where
+    :func:`norms_fixed` holds. The view is a copy of the modules, hooks included: a forward hook on
+    one of the stage's modules fires in the view too, except on a folded conv or BatchNorm (and once
+    more during each build's probing forward).
     """
 
     def __init__(self) -> None:
