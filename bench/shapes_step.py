@@ -14,7 +14,7 @@ import torch
 import yaml
 from torch import Tensor
 
-from detector.callbacks import apply_freeze, body_freeze_options
+from detector.callbacks import freeze_for_epoch
 from detector.module import DetectorModule
 
 SHAPES_CONFIG = "configs/shapes.yaml"
@@ -30,7 +30,7 @@ def main_stage_model(**overrides: Any) -> DetectorModule:
     stage; ``overrides`` replace init args (e.g. ``train_depthwise=True``)."""
     torch.manual_seed(0)
     model = DetectorModule(**{**shapes_init(), "weights": "none", "num_classes": 7, **overrides}).train()
-    apply_freeze(model.model.layer_groups, model.frozen_groups(1), model.train_bn, **body_freeze_options(model))
+    freeze_for_epoch(model, 1)
     return model
 
 

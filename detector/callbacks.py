@@ -33,7 +33,7 @@ __all__ = [
     "NonFiniteWeightsError",
     "StagedFreezing",
     "apply_freeze",
-    "body_freeze_options",
+    "freeze_for_epoch",
     "RNGState",
     "RunIdentity",
     "ValidationPictures",
@@ -77,14 +77,18 @@ def _is_depthwise(module: nn.Module) -> bool:
     return isinstance(module, nn.Conv2d) and 1 < module.groups == module.in_channels
 
 
-def body_freeze_options(pl_module: Any) -> dict[str, Sequence[int]]:
-    """:func:`apply_freeze`'s ``norm_eval`` and ``fixed_depthwise`` for the module's settings: the
-    body's groups (all but the head) under its ``norm_eval`` and ``train_depthwise: false``."""
+def freeze_for_epoch(pl_module: Any, epoch: int) -> None:
+    """:func:`apply_freeze` on ``pl_module.model.layer_groups`` as the recipe has it at ``epoch``,
+    with the module's ``train_bn``, and its ``norm_eval`` and ``train_depthwise: false`` applied to
+    the body's groups (all but the head)."""
     body = range(len(pl_module.model.layer_groups) - 1)
-    return {
-        "norm_eval": body if getattr(pl_module, "norm_eval", False) else (),
-        "fixed_depthwise": body if not getattr(pl_module, "train_depthwise", True) else (),
-    }
+    apply_freeze(
+        pl_module.model.layer_groups,
+        pl_module.frozen_groups(epoch),
+        pl_module.train_bn,
+        norm_eval=body if getattr(pl_module, "norm_eval", False) else (),
+        fixed_depthwise=body if not getattr(pl_module, "train_depthwise", True) else (),
+    )
 
 
 class StagedFreezing(L.Callback):
@@ -119,8 +123,7 @@ class StagedFreezing(L.Callback):
             )
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: Any) -> None:
-        frozen = pl_module.frozen_groups(trainer.current_epoch)
-        apply_freeze(pl_module.model.layer_groups, frozen, pl_module.train_bn, **body_freeze_options(pl_module))
+        freeze_for_epoch(pl_module, trainer.current_epoch)
 
 
 class RNGState(L.Callback):
