@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from detector.callbacks import apply_freeze, body_freeze_options
+from detector.callbacks import freeze_for_epoch
 
 __all__ = ["LRFinderResult", "lr_range_test"]
 
@@ -62,10 +62,9 @@ def lr_range_test(
     rule), a point where the loss still falls fast.
     """
     model = copy.deepcopy(module).to(device).train()
-    apply_freeze(model.model.layer_groups, model.frozen_groups(0), model.train_bn, **body_freeze_options(model))
+    freeze_for_epoch(model, 0)
     cfg = model.optim_cfg
-    groups = [{"params": p, "lr": min_lr * m} for p, m in zip(model.model.param_groups(), cfg.lr_mult)]
-    opt = (torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam)(groups, weight_decay=cfg.weight_decay)
+    opt = model.build_optimizer(min_lr)
     gamma = (max_lr / min_lr) ** (1 / max(num_steps - 1, 1))
     lrs, losses, avg, best = [], [], 0.0, math.inf
     step = 0

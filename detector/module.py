@@ -275,19 +275,24 @@ class StagedModule(L.LightningModule):
         return True
 
     # ---------------------------------------------------------------------------- optimisation
+    def build_optimizer(self, lr: float) -> torch.optim.Optimizer:
+        """The configured optimiser over the three layer groups at ``lr * lr_mult[i]`` (also the lr
+        finder's, so that its sweep steps the optimiser that training will use)."""
+        cfg = self.optim_cfg
+        groups = [
+            {"params": params, "lr": lr * mult, "name": name}
+            for params, mult, name in zip(self.model.param_groups(), cfg.lr_mult, ("group0", "group1", "head"))
+        ]
+        if cfg.name == "sgd":
+            return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
+        return cls(groups, lr=lr, weight_decay=cfg.weight_decay, fused=cfg.fused)
+
     def configure_optimizers(self) -> dict[str, Any]:
         """All three parameter groups exist from the first step (frozen ones simply get no gradient),
         so resuming never meets a changed optimiser (Lightning issue #6891)."""
         cfg = self.optim_cfg
-        groups = [
-            {"params": params, "lr": cfg.lr * mult, "name": name}
-            for params, mult, name in zip(self.model.param_groups(), cfg.lr_mult, ("group0", "group1", "head"))
-        ]
-        if cfg.name == "sgd":
-            opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        else:
-            cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
-            opt = cls(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=cfg.fused)
+        opt = self.build_optimizer(cfg.lr)
         schedule = OneCycle(self.stages, self._steps_per_epoch(), div=cfg.div, cut_div=cfg.cut_div, end_div=cfg.end_div)
         # A plain function, not the OneCycle object: LambdaLR would pickle a callable object into the
         # checkpoint, and checkpoints must stay loadable with torch.load(weights_only=True).

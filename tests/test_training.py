@@ -14,6 +14,7 @@ from lightning.pytorch.strategies import DDPStrategy
 
 from detector.callbacks import ModelCheckpoint, StagedFreezing
 from detector.checks import read_checkpoint
+from detector.lr_finder import lr_range_test
 from detector.data.shapes import CLASS_NAMES
 from detector.module import AnchorConfig, HeadConfig, LossConfig, OptimizerConfig
 from detector.schedule import OneCycle, Stage
@@ -188,6 +189,26 @@ def test_lr_find_saves_plot_and_suggestion(tiny: Path, tmp_path: Path):
     r = cli("lr_find", "--config", str(tiny_config(tmp_path, tiny)), "--num_steps", "12", "--out", str(out), cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert out.stat().st_size > 1000 and "suggested head learning rate" in r.stdout
+
+
+def test_lr_range_test_steps_the_configured_optimiser(tiny: Path, monkeypatch: pytest.MonkeyPatch):
+    """The sweep steps the optimiser training would build (SGD here, not a stand-in Adam), with the
+    groups' lr ratios."""
+    stepped: list[tuple[str, list[float]]] = []
+    real_step = torch.optim.SGD.step
+
+    def recording_step(self, *args, **kwargs):
+        stepped.append((type(self).__name__, [g["lr"] for g in self.param_groups]))
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", recording_step)
+    dm = datamodule(tiny)
+    dm.setup("fit")
+    model = module([Stage(1, "none")], optimizer=OptimizerConfig(name="sgd", lr=1e-2, lr_mult=[0.01, 0.1, 1.0]))
+    result = lr_range_test(model, dm.train_dataloader(), min_lr=1e-4, max_lr=1e-1, num_steps=4)
+    assert len(stepped) == len(result.lrs) >= 3
+    for (name, lrs), lr in zip(stepped, result.lrs):
+        assert name == "SGD" and lrs == pytest.approx([lr / 100, lr / 10, lr])
 
 
 def test_ema_weights_are_validated_saved_and_evaluated(tiny: Path, tmp_path: Path):
