@@ -50,7 +50,8 @@ def apply_freeze(
     norm_eval: Sequence[int] = (),
     fixed_depthwise: Sequence[int] = (),
 ) -> None:
-    """Freeze the layer groups whose indices are in ``frozen``; make the others trainable.
+    """Freeze the ``groups`` (modules: layer groups, or a model's ``freeze_parts``) whose indices are
+    in ``frozen``; make the others trainable.
 
     With ``train_bn`` (fastai's default), BatchNorm layers inside frozen groups keep training their
     affine parameters and running statistics; without it they are frozen and put in eval mode.
@@ -78,13 +79,13 @@ def _is_depthwise(module: nn.Module) -> bool:
 
 
 def freeze_for_epoch(pl_module: Any, epoch: int) -> None:
-    """:func:`apply_freeze` on ``pl_module.model.layer_groups`` as the recipe has it at ``epoch``,
+    """:func:`apply_freeze` on ``pl_module.model.freeze_parts`` as the recipe has it at ``epoch``,
     with the module's ``train_bn``, and its ``norm_eval`` and ``train_depthwise: false`` applied to
-    the body's groups (all but the head)."""
-    body = range(len(pl_module.model.layer_groups) - 1)
+    every body stage (all parts but the head)."""
+    body = range(len(pl_module.model.freeze_parts) - 1)
     apply_freeze(
-        pl_module.model.layer_groups,
-        pl_module.frozen_groups(epoch),
+        pl_module.model.freeze_parts,
+        pl_module.frozen_parts(epoch),
         pl_module.train_bn,
         norm_eval=body if getattr(pl_module, "norm_eval", False) else (),
         fixed_depthwise=body if not getattr(pl_module, "train_depthwise", True) else (),
@@ -95,7 +96,7 @@ class StagedFreezing(L.Callback):
     """Applies the recipe's freeze setting for the current epoch (and the module's ``norm_eval``)
     before every training epoch.
 
-    The stage is a pure function of the epoch (``DetectorModule.frozen_groups``), so a run resumed
+    The stage is a pure function of the epoch (``StagedModule.frozen_parts``), so a run resumed
     from a checkpoint freezes exactly what the interrupted run froze, and the optimiser (which holds
     every group from the first step) never changes shape.
 

@@ -145,8 +145,8 @@ class StagedModule(L.LightningModule):
     """What every task of the lessons shares: an ImageNet body plus a head, split into the three
     layer groups (body group 0, body group 1, head), the lesson's discriminative learning rates
     ``lr * lr_mult`` per group, the staged 1cycle recipe, staged freezing, and what exact
-    resumption needs. A subclass builds ``self.model`` (an ``nn.Module`` with ``layer_groups`` and
-    ``param_groups()``), calls :meth:`_model_ready`, and writes its own steps.
+    resumption needs. A subclass builds ``self.model`` (an ``nn.Module`` with ``layer_groups``,
+    ``freeze_parts`` and ``param_groups()``), calls :meth:`_model_ready`, and writes its own steps.
 
     Args:
         num_classes: C, real classes (linked from the data module by ``train.py``).
@@ -194,8 +194,9 @@ class StagedModule(L.LightningModule):
         for i, stage in enumerate(self.stages):
             if stage.freeze not in FREEZE:
                 raise ValueError(
-                    f"stages[{i}].freeze = {stage.freeze!r} names no layer groups: use one of "
-                    f"{', '.join(FREEZE)} (body: train the head only; groups_0: freeze group 0; none: train all)"
+                    f"stages[{i}].freeze = {stage.freeze!r} names no frozen body stages: use one of "
+                    f"{', '.join(FREEZE)} (body: train the head only; to_stride_16: train the stride-32 stage "
+                    "and the head; groups_0: freeze group 0; none: train all)"
                 )
             if stage.epochs < 1:
                 raise ValueError(f"stages[{i}].epochs = {stage.epochs}: a stage lasts at least one epoch")
@@ -354,8 +355,8 @@ class StagedModule(L.LightningModule):
             "run's log folder), or train afresh without --ckpt_path."
         )
 
-    def frozen_groups(self, epoch: int) -> tuple[int, ...]:
-        """Body layer groups frozen at ``epoch`` under the recipe."""
+    def frozen_parts(self, epoch: int) -> tuple[int, ...]:
+        """Indices into ``model.freeze_parts`` (the body stages) frozen at ``epoch`` under the recipe."""
         return FREEZE[self.stages[stage_at_epoch(self.stages, epoch)].freeze]
 
 

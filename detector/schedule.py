@@ -20,9 +20,11 @@ from typing import Literal, Sequence
 
 __all__ = ["Stage", "FREEZE", "OneCycle", "stage_at_epoch", "total_epochs"]
 
-# Which body layer groups each freeze setting leaves frozen (group 2, the head, always trains).
-# "body" = fastai's freeze() of a pretrained learner; "groups_0" = freeze_to(-2); "none" = unfreeze().
-FREEZE: dict[str, tuple[int, ...]] = {"body": (0, 1), "groups_0": (0,), "none": ()}
+# Which body stages (0, 1, 2: the maps at strides 8, 16, 32) each freeze setting leaves frozen; the
+# head always trains. Layer group 0 is stage 0 and group 1 stages 1 and 2, so "body" = fastai's
+# freeze() of a pretrained learner, "groups_0" = freeze_to(-2), "none" = unfreeze(); "to_stride_16"
+# (mmdetection's frozen_stages, beyond fastai) also freezes group 1's stride-16 stage.
+FREEZE: dict[str, tuple[int, ...]] = {"body": (0, 1, 2), "to_stride_16": (0, 1), "groups_0": (0,), "none": ()}
 
 
 @dataclass
@@ -31,13 +33,14 @@ class Stage:
 
     Attributes:
         epochs: length of the stage (one 1cycle).
-        freeze: which body layer groups are frozen: ``body`` (groups 0 and 1: head only),
-            ``groups_0`` (the lesson's ``freeze_to(-2)``) or ``none``.
+        freeze: which body stages are frozen: ``body`` (all: head only), ``to_stride_16`` (the
+            stages up to the stride-16 map: the stride-32 stage and the head train), ``groups_0``
+            (layer group 0, the stage up to stride 8: the lesson's ``freeze_to(-2)``) or ``none``.
         lr_mult: multiplies every group's peak learning rate (the lesson's ``lrs / 4`` is 0.25).
     """
 
     epochs: int
-    freeze: Literal["body", "groups_0", "none"] = "none"
+    freeze: Literal["body", "to_stride_16", "groups_0", "none"] = "none"
     lr_mult: float = 1.0
 
 

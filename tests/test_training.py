@@ -58,6 +58,21 @@ def test_recipe_freezes_and_sets_group_lrs_per_stage(tiny: Path, tmp_path: Path)
     assert all(len(lrs) == 3 for lrs in rec.lrs)
 
 
+def test_to_stride_16_trains_only_the_stride_32_stage_and_the_head(tiny: Path, tmp_path: Path):
+    """freeze: to_stride_16 (mmdetection's frozen_stages): the body stages at strides 8 and 16 stay
+    as they were, BatchNorm statistics included; the stride-32 stage and the head train."""
+    stages = [Stage(1, "to_stride_16")]
+    model = module(stages, train_bn=False)
+    before = {k: v.clone() for k, v in model.model.state_dict().items()}
+    trainer(tmp_path, stages, limit_val_batches=0).fit(model, datamodule(tiny))
+    after = model.model.state_dict()
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert not {k for k in moved if k.startswith(("backbone.body.0.", "backbone.body.1."))}
+    stage2 = {k for k in before if k.startswith("backbone.body.2.") and k.endswith("conv1.weight")}
+    assert stage2 and stage2 <= moved
+    assert any(k.startswith("head.") and k.endswith("weight") for k in moved)
+
+
 def test_frozen_batchnorm_option(tiny: Path, tmp_path: Path):
     """train_bn=False freezes BatchNorm in frozen groups: no parameter there moves, running stats neither."""
     stages = [Stage(1, "body")]

@@ -31,6 +31,13 @@ class BodyAndHead(nn.Module):
         """fastai's three groups for freezing: ``[body group 0, body group 1, head]``."""
         return [*self.backbone.layer_groups, self.head]
 
+    @property
+    def freeze_parts(self) -> list[nn.Module]:
+        """What freezing addresses: ``[body stage 0, 1, 2 (strides 8, 16, 32), head]``, finer than
+        the layer groups (group 1 is stages 1 and 2), so that a stage can freeze the stride-16 stage
+        alone (:data:`detector.schedule.FREEZE`)."""
+        return [*self.backbone.body, self.head]
+
     def param_groups(self) -> list[list[nn.Parameter]]:
         """Parameters of :attr:`layer_groups`, in the same order (the lesson's lrs ``[lr/100, lr/10, lr]``)."""
         return [list(group.parameters()) for group in self.layer_groups]
