@@ -409,7 +409,7 @@ def in_process_cli(monkeypatch: pytest.MonkeyPatch):
         ("--model.init_args.anchors.grids=[5,1]", SystemExit,
          r"model\.init_args\.anchors\.grids \[5, 1\]: the SSD head cannot make a 5x5 grid from 64 px images .*\[8, 4, 2, 1\]"),
         ("--model.init_args.stages=[{epochs: 1, freeze: head}]", SystemExit,
-         r"Parser key \"freeze\":\s+Expected a typing\.Literal\['body', 'groups_0', 'none'\]\. Got value: head"),
+         r"Parser key \"freeze\":\s+Expected a typing\.Literal\['body', 'to_stride_16', 'groups_0', 'none'\]\. Got value: head"),
         ("--data.batch_size=17", ValueError,
          r"data\.batch_size 17 is larger than the train split \(16 images in .*shapes_train\.json\): set data\.batch_size to at most 16"),
         ("--data.image_dir=/no/such/folder", FileNotFoundError, r"data\.image_dir: /no/such/folder is not a folder"),
@@ -433,7 +433,7 @@ def test_bad_configuration_is_refused_before_training(
 
 def test_recipe_naming_a_missing_group_is_refused_in_python_too():
     """Outside the CLI (a Stage built in Python, a checkpoint's hparams) no Literal check runs."""
-    with pytest.raises(ValueError, match=r"stages\[1\]\.freeze = 'head' names no layer groups: use one of body, groups_0, none"):
+    with pytest.raises(ValueError, match=r"stages\[1\]\.freeze = 'head' names no frozen body stages: use one of body, to_stride_16, groups_0, none"):
         module([Stage(1, "body"), Stage(1, "head")])
 
 
