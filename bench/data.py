@@ -38,7 +38,8 @@ from torchvision import tv_tensors  # noqa: E402
 from torchvision.io import ImageReadMode, decode_image, read_file  # noqa: E402
 from torchvision.transforms import v2  # noqa: E402
 
-from detector.data.datamodule import DetectionDataset, EpochSampler, collate_detections  # noqa: E402
+from detector.data.dataset import DetectionDataset, collate_detections  # noqa: E402
+from detector.data.samplers import EpochSampler  # noqa: E402
 from detector.data.records import LoadedSplit, load_records  # noqa: E402
 from detector.data.transforms import IMAGENET_MEAN, IMAGENET_STD, DetectionTransform  # noqa: E402
 

@@ -7,12 +7,12 @@ configs/shapes.yaml trains with ``train_bn: false`` and layer group 0 of Efficie
 blocks 0-2, the stride-8 stage) frozen, so that stage is pure inference in every step: each conv's
 BatchNorm in eval mode is an affine map that could be folded into the conv's weights and bias
 (``w * g / sqrt(v + eps)``, ``(b - m) * g / sqrt(v + eps) + beta``); training does that
-(``detector.model.fold``). Times the stage as built and ``fold_batchnorm``'s copy (random weights:
+(``detector.speed.fold``). Times the stage as built and ``fold_batchnorm``'s copy (random weights:
 the cost does not depend on them), back to back, alternating which goes first; medians. Checks
 the two agree.
 
 With ``--train-step`` it also times whole training steps of configs/shapes.yaml's model in its main
-stage (``bench/shapes_step.py``) with the fold and without it (``Backbone.fold_bn``), each with the
+stage (``bench/shapes_step.py``) with the fold and without it (``Backbone.stage_runner``), each with the
 training stages' BatchNorm as the config has it and with ``norm_eval`` (eval-mode BatchNorm, which
 the fold then covers too), alternating step by step in one process.
 Prints a table, then one JSON line.
@@ -28,7 +28,7 @@ import time
 import torch
 
 from detector.model.backbones import build_backbone
-from detector.model.fold import fold_batchnorm
+from detector.speed.fold import FoldedStages, fold_batchnorm
 from shapes_step import interleaved_step_ms, main_stage_model, random_batch, shapes_init
 
 
@@ -45,7 +45,7 @@ def train_step_ms(steps: int, batch_size: int) -> dict[str, float]:
     models = {}
     for name, (norm_eval, fold) in STEP_MODELS.items():
         models[name] = main_stage_model(norm_eval=norm_eval)
-        models[name].model.backbone.fold_bn = fold
+        models[name].model.backbone.stage_runner = FoldedStages() if fold else None
     return interleaved_step_ms(models, random_batch(batch_size, shapes_init()["image_size"]), steps)
 
 

@@ -14,24 +14,26 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from detector.anchors import AnchorConfig
 from detector.model import build_ssd
+from detector.model.head import HeadConfig
 
-LESSON_ANCHORS = dict(zooms=(0.75, 1.0, 1.3), ratios=((1.0, 1.0), (1.0, 0.5), (0.5, 1.0)))  # k = 9
-CONFIGS: dict[str, dict] = {
-    "lesson": dict(num_classes=20, backbone="resnet34", image_size=224, grids=(4, 2, 1), **LESSON_ANCHORS),
+NARROW = HeadConfig(channels=128)  # the EfficientNet configs' head
+CONFIGS: dict[str, dict] = {  # the lesson's zooms and ratios (k = 9) unless said
+    "lesson": dict(num_classes=20, backbone="resnet34", image_size=224, anchors=AnchorConfig()),
     "lesson_4x4_k1": dict(
-        num_classes=20, backbone="resnet34", image_size=224, grids=(4,), zooms=(1.0,), ratios=((1.0, 1.0),)
+        num_classes=20, backbone="resnet34", image_size=224, anchors=AnchorConfig([4], [1.0], [(1.0, 1.0)])
     ),
-    "resnet18": dict(num_classes=20, backbone="resnet18", image_size=224, grids=(4, 2, 1), **LESSON_ANCHORS),
-    "resnet50": dict(num_classes=20, backbone="resnet50", image_size=224, grids=(4, 2, 1), **LESSON_ANCHORS),
+    "resnet18": dict(num_classes=20, backbone="resnet18", image_size=224, anchors=AnchorConfig()),
+    "resnet50": dict(num_classes=20, backbone="resnet50", image_size=224, anchors=AnchorConfig()),
     "shapes.yaml": dict(
-        num_classes=7, backbone="efficientnet_lite0", image_size=224, grids=(14, 7, 4, 2, 1), channels=128, **LESSON_ANCHORS
+        num_classes=7, backbone="efficientnet_lite0", image_size=224, anchors=AnchorConfig([14, 7, 4, 2, 1]), head=NARROW
     ),
     "bccd.yaml": dict(
-        num_classes=3, backbone="efficientnet_lite0", image_size=320, grids=(20, 10, 5, 3, 1), channels=128, **LESSON_ANCHORS
+        num_classes=3, backbone="efficientnet_lite0", image_size=320, anchors=AnchorConfig([20, 10, 5, 3, 1]), head=NARROW
     ),
     "raccoon.yaml": dict(
-        num_classes=1, backbone="efficientnet_lite0", image_size=256, grids=(8, 4, 2, 1), channels=128, **LESSON_ANCHORS
+        num_classes=1, backbone="efficientnet_lite0", image_size=256, anchors=AnchorConfig([8, 4, 2, 1]), head=NARROW
     ),
 }
 
@@ -50,7 +52,7 @@ def measure(config: dict) -> dict:
     return {
         "backbone": config["backbone"],
         "image_size": size,
-        "grids": list(config["grids"]),
+        "grids": list(config["anchors"].grids),
         "k": model.head.k,
         "num_classes": config["num_classes"],
         "anchors": model.head.num_anchors,

@@ -28,7 +28,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from detector.data.datamodule import DetectionDataset, EpochSampler, collate_detections
+from detector.data.dataset import DetectionDataset, collate_detections
+from detector.data.samplers import EpochSampler
 from detector.data.records import load_records
 from detector.data.transforms import IMAGENET_MEAN, IMAGENET_STD, DetectionTransform
 from detector.module import DetectorModule

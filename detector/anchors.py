@@ -17,7 +17,7 @@ With the lesson's grids ``[4, 2, 1]``, zooms ``[0.75, 1.0, 1.3]`` and ratios
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -25,7 +25,34 @@ from torch import Tensor
 
 from detector.boxes import cxcywh_to_xyxy
 
-__all__ = ["Anchors", "make_anchors", "anchors_per_cell", "mirror_index"]
+__all__ = [
+    "AnchorConfig",
+    "Anchors",
+    "LESSON_GRIDS",
+    "LESSON_RATIOS",
+    "LESSON_ZOOMS",
+    "anchors_per_cell",
+    "make_anchors",
+    "mirror_index",
+]
+
+# The lesson's anchors (Lesson 9, pascal-multi.ipynb): 4x4, 2x2 and 1x1 grids, k = 9 per cell.
+LESSON_GRIDS: tuple[int, ...] = (4, 2, 1)
+LESSON_ZOOMS: tuple[float, ...] = (0.75, 1.0, 1.3)
+LESSON_RATIOS: tuple[tuple[float, float], ...] = ((1.0, 1.0), (1.0, 0.5), (0.5, 1.0))
+
+
+@dataclass
+class AnchorConfig:
+    """Anchor grids (finest first), zooms and ``(rh, rw)`` ratios; the lesson's by default (189 anchors)."""
+
+    grids: list[int] = field(default_factory=lambda: list(LESSON_GRIDS))
+    zooms: list[float] = field(default_factory=lambda: list(LESSON_ZOOMS))
+    ratios: list[tuple[float, float]] = field(default_factory=lambda: list(LESSON_RATIOS))
+
+    def make(self) -> "Anchors":
+        """:func:`make_anchors` of these settings."""
+        return make_anchors(self.grids, self.zooms, self.ratios)
 
 
 def anchors_per_cell(zooms: Sequence[float], ratios: Sequence[Sequence[float]]) -> int:
@@ -68,9 +95,9 @@ class Anchors:
 
 
 def make_anchors(
-    grids: Sequence[int] = (4, 2, 1),
-    zooms: Sequence[float] = (0.75, 1.0, 1.3),
-    ratios: Sequence[Sequence[float]] = ((1.0, 1.0), (1.0, 0.5), (0.5, 1.0)),
+    grids: Sequence[int] = LESSON_GRIDS,
+    zooms: Sequence[float] = LESSON_ZOOMS,
+    ratios: Sequence[Sequence[float]] = LESSON_RATIOS,
 ) -> Anchors:
     """Build the anchors for ``grids`` x ``zooms`` x ``ratios`` in the head's output order.
 

@@ -1,6 +1,6 @@
 """Export a trained checkpoint's network to ONNX, with a sidecar JSON that says how to decode it.
 
-    python -m detector.export --checkpoint runs/shapes/checkpoints/best.ckpt --onnx model.onnx [--opset 17] [--dynamic-batch]
+    detector export --checkpoint runs/shapes/checkpoints/best.ckpt --onnx model.onnx [--opset 17] [--dynamic-batch]
 
 writes ``model.onnx`` and ``model.json``.
 
@@ -48,12 +48,11 @@ check into a constant: the graph accepts only ``S x S`` inputs, which is what it
 
 from __future__ import annotations
 
-import argparse
 import json
 import warnings
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import onnx
@@ -62,7 +61,7 @@ import torch
 from detector.box_coder import make_box_coder
 from detector.module import DetectorModule
 
-__all__ = ["decode_boxes", "export_onnx", "main", "sidecar"]
+__all__ = ["decode_boxes", "export_onnx", "sidecar"]
 
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("cls_logits", "box_deltas")
@@ -73,12 +72,12 @@ def sidecar(model: DetectorModule, dynamic_batch: bool = False) -> dict[str, Any
     """The facts about ``model`` that a deployment needs to decode its raw outputs (JSON-ready)."""
     anchors = model.anchors
     backbone = model.model.backbone
-    B, S = "batch" if dynamic_batch else 1, model.hparams.image_size
+    B, S = "batch" if dynamic_batch else 1, model.image_size
     return {
         "inputs": {INPUT_NAME: [B, 3, S, S]},
-        "outputs": {OUTPUT_NAMES[0]: [B, len(anchors), model.hparams.num_classes], OUTPUT_NAMES[1]: [B, len(anchors), 4]},
+        "outputs": {OUTPUT_NAMES[0]: [B, len(anchors), model.num_classes], OUTPUT_NAMES[1]: [B, len(anchors), 4]},
         "class_names": list(model.class_names),
-        "image_size": int(model.hparams.image_size),
+        "image_size": int(model.image_size),
         "mean": [float(v) for v in backbone.mean],
         "std": [float(v) for v in backbone.std],
         "coder": model.coder,
@@ -105,7 +104,7 @@ def export_onnx(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     network = model.model.float().eval().cpu()
-    size = model.hparams.image_size
+    size = model.image_size
     example = torch.zeros(1, 3, size, size)
     batch_axis = {0: "batch"}
     dynamic_axes = {name: batch_axis for name in (INPUT_NAME, *OUTPUT_NAMES)} if dynamic_batch else None
@@ -153,22 +152,3 @@ def decode_boxes(box_deltas: np.ndarray, info: dict[str, Any]) -> np.ndarray:
     else:
         raise ValueError(f"unknown coder {info['coder']!r} in the sidecar JSON")
     return np.concatenate([centre - size / 2, centre + size / 2], axis=-1)  # (..., A, 4)
-
-
-def main(argv: Sequence[str] | None = None) -> tuple[Path, Path]:
-    parser = argparse.ArgumentParser(
-        prog="python -m detector.export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--checkpoint", required=True, help="a .ckpt written by train.py")
-    parser.add_argument("--onnx", required=True, help="the .onnx file to write (its .json sidecar goes beside it)")
-    parser.add_argument("--opset", type=int, default=17, help="ONNX opset version")
-    parser.add_argument("--dynamic-batch", action="store_true", help="any batch size (default: batch 1)")
-    args = parser.parse_args(argv)
-    model = DetectorModule.load_from_checkpoint(args.checkpoint, map_location="cpu", weights="none")
-    written = export_onnx(model, args.onnx, args.opset, args.dynamic_batch)
-    print(f"wrote {written[0]} and {written[1]}")
-    return written
-
-
-if __name__ == "__main__":
-    main()

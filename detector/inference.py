@@ -1,9 +1,9 @@
 """Running a trained checkpoint on image files: annotated pictures and COCO-format detections.
 
-    python predict.py --checkpoint runs/shapes/checkpoints/best.ckpt --images photos/ --out out/photos
-    python predict.py --checkpoint CKPT --images "data/shapes/JPEGImages/val_*.jpg" --out out/val --score 0.3
+    detector predict --checkpoint runs/shapes/checkpoints/best.ckpt --images photos/ --out out/photos
+    detector predict --checkpoint CKPT --images "data/shapes/JPEGImages/val_*.jpg" --out out/val --score 0.3
 
-The checkpoint may hold any task (:func:`load_model` rebuilds the class that wrote it): the SSD
+The checkpoint may hold any task (:func:`detector.loading.load_model` rebuilds the class that wrote it): the SSD
 (:class:`detector.module.DetectorModule`) or a stepping stone of the lessons (:mod:`detector.tasks`).
 For every readable image, ``OUT/<name>.png`` shows the predictions scoring above ``--score``
 (default: for the SSD, the checkpoint's ``picture_score_threshold``, the lesson's 0.25), and
@@ -44,13 +44,12 @@ statistics; so a checkpoint predicts here what it predicted when it was evaluate
 are drawn on that decoded image.
 
 Images of any size and mode (grayscale, RGBA, palette, CMYK) are read; a file that cannot be
-decoded is reported by name and skipped, and a summary lists them at the end. The exit status is
-non-zero only when no image at all could be read.
+decoded is reported by name and skipped, and a summary lists them at the end (``detector predict``
+exits non-zero only when no image at all could be read).
 """
 
 from __future__ import annotations
 
-import argparse
 import glob
 import json
 import sys
@@ -67,29 +66,10 @@ from tqdm import tqdm
 from detector.boxes import xyxy_to_xywh
 from detector.data.image import ImageDecodeError, load_image, read_image_size
 from detector.data.transforms import DetectionTransform
-from detector.module import DetectorModule, StagedModule
-from detector.tasks import LargestBoxRegressor, LargestObjectClassifier, MultiLabelClassifier, SingleObjectDetector
-from detector.tasks.base import CHECKPOINT_TASK_KEY
-from detector.visualize import save_figure, show_boxes, show_labels
+from detector.module import DetectorModule
+from detector.staged import StagedModule
 
-__all__ = [
-    "TASKS",
-    "PredictReport",
-    "checkpoint_task",
-    "find_images",
-    "load_detector",
-    "load_model",
-    "main",
-    "predict_images",
-    "resolve_device",
-]
-
-# The LightningModules a checkpoint may hold, by class name. A checkpoint names its class (see
-# checkpoint_task); only these are ever built from one, so a checkpoint cannot import other code.
-TASKS: dict[str, type[StagedModule]] = {
-    cls.__name__: cls
-    for cls in (DetectorModule, LargestObjectClassifier, LargestBoxRegressor, SingleObjectDetector, MultiLabelClassifier)
-}
+__all__ = ["PredictReport", "find_images", "predict_images"]
 
 
 def find_images(spec: str | Path) -> list[Path]:
@@ -107,48 +87,6 @@ def find_images(spec: str | Path) -> list[Path]:
         return [path]
     return sorted(Path(p) for p in glob.glob(str(spec), recursive=True) if Path(p).is_file())
 
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; anything else as ``torch.device``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for, but torch sees no CUDA GPU")
-    return device
-
-
-def checkpoint_task(checkpoint: dict[str, Any], source: str | Path = "the checkpoint") -> type[StagedModule]:
-    """The LightningModule class that wrote ``checkpoint`` (a loaded checkpoint dict).
-
-    Where it is named: the ``task_class`` entry a :class:`detector.tasks.TaskModule` writes, else
-    the ``_class_path`` LightningCLI stores in the hyperparameters (``train.py`` checkpoints of any
-    task); a checkpoint naming neither is the SSD's (written by a ``DetectorModule`` outside the CLI).
-    """
-    hparams = checkpoint.get("hyper_parameters") or {}
-    path = checkpoint.get(CHECKPOINT_TASK_KEY) or hparams.get("_class_path") or "detector.module.DetectorModule"
-    name = str(path).rsplit(".", 1)[-1]
-    if name not in TASKS:
-        raise ValueError(f"{source} was written by {path!r}, which is none of the known tasks: {', '.join(TASKS)}")
-    return TASKS[name]
-
-
-def load_model(checkpoint: str | Path, device: torch.device | str = "cpu") -> StagedModule:
-    """A checkpoint written by ``train.py`` (any task: :func:`checkpoint_task`), in eval mode on
-    ``device`` (no pretrained download: ``weights="none"``; the checkpoint's state dict supplies
-    every weight)."""
-    contents = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    cls = checkpoint_task(contents, checkpoint)
-    model = cls.load_from_checkpoint(checkpoint, map_location="cpu", weights="none")
-    return model.eval().to(device)
-
-
-def load_detector(checkpoint: str | Path, device: torch.device | str = "cpu") -> DetectorModule:
-    """:func:`load_model` for an SSD checkpoint; another task's checkpoint is refused by name."""
-    model = load_model(checkpoint, device)
-    if not isinstance(model, DetectorModule):
-        raise TypeError(f"{checkpoint} holds a {type(model).__name__}, not the SSD (DetectorModule): use load_model")
-    return model
 
 
 class _ImageFiles(Dataset):
@@ -225,7 +163,7 @@ def predict_images(
 
     Args:
         model: a :class:`DetectorModule` or a :mod:`detector.tasks` module, in eval mode, on the
-            device to run on (see :func:`load_model`).
+            device to run on (see :func:`detector.loading.load_model`).
         score: keep predictions scoring above this (default: the SSD's
             ``model.post_cfg.picture_score_threshold``; each stepping stone's own, see the module
             docstring).
@@ -240,7 +178,7 @@ def predict_images(
     out.mkdir(parents=True, exist_ok=True)
     threshold = model.post_cfg.picture_score_threshold if score is None and isinstance(model, DetectorModule) else score
     mean, std = model.model.backbone.mean, model.model.backbone.std
-    transform = DetectionTransform("none", model.hparams.image_size, mean=mean, std=std)
+    transform = DetectionTransform("none", model.image_size, mean=mean, std=std)
     loader = DataLoader(_ImageFiles(paths, transform), batch_size=batch_size, num_workers=workers, collate_fn=list)
     names = _picture_names(paths)
     device = next(model.parameters()).device
@@ -260,6 +198,8 @@ def predict_images(
                 pred = {k: v.cpu() for k, v in pred.items()}
                 _record(report, item, pred, model.class_names)
                 if pictures:
+                    from detector.pictures import save_figure
+
                     fig = _picture(item["image"], pred, model.class_names)
                     report.pictures.append(save_figure(fig, out / names[item["index"]]))
         report.images += len(good)
@@ -272,6 +212,8 @@ def predict_images(
 def _picture(image: np.ndarray, pred: dict[str, torch.Tensor], class_names: Sequence[str]) -> Any:
     """The figure of one prediction on its decoded ``(h, w, 3)`` image: boxes (``[0, 1]`` -> pixels)
     with whatever labels and scores there are, or a classifier's labels written in the corner."""
+    from detector.pictures import show_boxes, show_labels
+
     if "boxes" not in pred:
         return show_labels(image, pred["labels"], class_names, pred.get("scores"))
     h, w = image.shape[:2]
@@ -303,35 +245,3 @@ def _record(report: PredictReport, item: dict[str, Any], pred: dict[str, torch.T
         if "score" in columns:
             entry["score"] = round(columns["score"][i], 5)
         report.detections.append(entry)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """The ``predict.py`` command line; returns the exit status (see the module docstring)."""
-    parser = argparse.ArgumentParser(
-        prog="predict.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--checkpoint", required=True, help="a .ckpt written by train.py (any task)")
-    parser.add_argument("--images", required=True, help="a folder, an image file, or a glob pattern (quote it)")
-    parser.add_argument("--out", required=True, help="folder for the annotated PNGs and detections.json")
-    parser.add_argument(
-        "--score", type=float, default=None,
-        help="keep predictions scoring above this (default: the SSD checkpoint's picture threshold, 0.25 in "
-        "the lesson; the multi-label classifier's threshold, 0.4; no threshold for the other tasks)",
-    )
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... or auto (a GPU when there is one)")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=0, help="processes decoding images")
-    parser.add_argument("--no-pictures", action="store_true", help="write detections.json only")
-    args = parser.parse_args(argv)
-
-    paths = find_images(args.images)
-    if not paths:
-        print(f"predict.py: no image files found at {args.images!r}", file=sys.stderr)
-        return 2
-    model = load_model(args.checkpoint, resolve_device(args.device))
-    report = predict_images(
-        model, paths, args.out, args.score, args.batch_size, args.workers, pictures=not args.no_pictures
-    )
-    print(report.summary())
-    print(f"wrote {Path(args.out) / 'detections.json'} and {len(report.pictures)} pictures")
-    return 0 if report.images else 1

@@ -31,7 +31,7 @@ Batch reduction:
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -41,9 +41,24 @@ from detector.anchors import Anchors
 from detector.box_coder import BoxCoder, SSDCoder, make_box_coder
 from detector.matching import match
 
-__all__ = ["SSDLoss", "FocalBCESum"]
+__all__ = ["FocalBCESum", "LossConfig", "SSDLoss"]
 
 Reduction = Literal["mean", "lesson_sum"]
+
+
+@dataclass
+class LossConfig:
+    """The settings of :class:`SSDLoss` (see its arguments); the lesson's final model by default."""
+
+    coder: Literal["tanh", "ssd"] = "tanh"
+    iou_threshold: float = 0.4
+    focal: bool = True
+    alpha: float = 0.25
+    gamma: float = 2.0
+    loc_weight: float = 1.0
+    cls_weight: float = 1.0
+    reduction: Reduction = "mean"
+    smooth_l1_beta: float = 1.0
 
 
 def _background_terms(z: Tensor, weight: float, gamma: float) -> tuple[Tensor, Tensor | None, tuple[Tensor, ...]]:
@@ -127,15 +142,15 @@ class SSDLoss(nn.Module):
 
     def __init__(
         self,
-        coder: str | BoxCoder = "tanh",
-        iou_threshold: float = 0.4,
-        focal: bool = True,
-        alpha: float = 0.25,
-        gamma: float = 2.0,
-        loc_weight: float = 1.0,
-        cls_weight: float = 1.0,
-        reduction: Reduction = "mean",
-        smooth_l1_beta: float = 1.0,
+        coder: str | BoxCoder = LossConfig.coder,
+        iou_threshold: float = LossConfig.iou_threshold,
+        focal: bool = LossConfig.focal,
+        alpha: float = LossConfig.alpha,
+        gamma: float = LossConfig.gamma,
+        loc_weight: float = LossConfig.loc_weight,
+        cls_weight: float = LossConfig.cls_weight,
+        reduction: Reduction = LossConfig.reduction,
+        smooth_l1_beta: float = LossConfig.smooth_l1_beta,
     ) -> None:
         super().__init__()
         if reduction not in ("mean", "lesson_sum"):

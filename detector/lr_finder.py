@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from detector.callbacks import freeze_for_epoch
+from detector.recipe import freeze_for_epoch
 
 __all__ = ["LRFinderResult", "lr_range_test"]
 
@@ -29,19 +29,9 @@ class LRFinderResult:
 
     def plot(self, path: str | Path) -> Path:
         """Save the loss-vs-lr curve (log x axis) with the suggestion marked; returns the path."""
-        import matplotlib.pyplot as plt
+        from detector.pictures import lr_finder_figure, save_figure
 
-        fig, ax = plt.subplots(figsize=(6, 4))
-        ax.plot(self.lrs, self.losses)
-        ax.axvline(self.suggestion, color="red", ls="--", label=f"suggestion {self.suggestion:.2e}")
-        ax.set(xscale="log", xlabel="head learning rate (body groups at lr * lr_mult)", ylabel="smoothed loss")
-        ax.legend()
-        fig.tight_layout()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        return path
+        return save_figure(lr_finder_figure(self.lrs, self.losses, self.suggestion), path, dpi=100)
 
 
 def lr_range_test(
@@ -63,7 +53,7 @@ def lr_range_test(
     """
     model = copy.deepcopy(module).to(device).train()
     freeze_for_epoch(model, 0)
-    cfg = model.optim_cfg
+    cfg = model.recipe.optimizer
     opt = model.build_optimizer(min_lr)
     gamma = (max_lr / min_lr) ** (1 / max(num_steps - 1, 1))
     lrs, losses, avg, best = [], [], 0.0, math.inf
@@ -76,7 +66,7 @@ def lr_range_test(
             for g, m in zip(opt.param_groups, cfg.lr_mult):
                 g["lr"] = lr * m
             batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            terms, _ = model._loss(batch)
+            terms = model.loss(batch)
             opt.zero_grad(set_to_none=True)
             terms["loss"].backward()
             opt.step()

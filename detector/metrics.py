@@ -39,7 +39,7 @@ Undefined values are NaN: a class with no non-difficult ground truth in the spli
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from pycocotools.cocoeval import Params
@@ -49,6 +49,7 @@ from torchmetrics.detection import MeanAveragePrecision
 from torchmetrics.utilities.data import dim_zero_cat
 
 from detector.boxes import box_iou
+from detector.private_apis import KeepsPerClassShape
 
 __all__ = ["DetectionMetrics", "all_point_ap", "eleven_point_ap", "voc_evaluate"]
 
@@ -196,7 +197,7 @@ def voc_evaluate(
     }
 
 
-class DetectionMetrics(Metric):
+class DetectionMetrics(KeepsPerClassShape, Metric):
     """COCO mAP and VOC AP@0.5 over a whole split, per class too; states sync under DDP.
 
     Every image's detections and ground truth are kept as list states reduced by concatenation
@@ -267,18 +268,6 @@ class DetectionMetrics(Metric):
             for b, lb, d in zip(gt_boxes, gt_labels, gt_difficult)
         ]
         return preds, targets
-
-    def _wrap_compute(self, compute: Callable) -> Callable:
-        """torchmetrics' wrapper squeezes every one-element tensor of the result to 0-dim, which
-        would turn the ``(C,)`` per-class tensors of a one-class dataset into scalars: undo that."""
-        wrapped = super()._wrap_compute(compute)
-
-        def per_class_kept(*args: Any, **kwargs: Any) -> dict[str, Any]:
-            out = wrapped(*args, **kwargs)
-            out["per_class"] = {k: v.reshape(self.num_classes) for k, v in out["per_class"].items()}
-            return out
-
-        return per_class_kept
 
     def compute(self) -> dict[str, Any]:
         """COCO and VOC numbers over every image seen (all processes); keys in the class docstring."""

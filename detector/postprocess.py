@@ -20,6 +20,7 @@ same; the lesson did not clip, but a box part outside the picture is not part of
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -29,7 +30,26 @@ from detector.anchors import Anchors
 from detector.box_coder import BoxCoder, make_box_coder
 from detector.boxes import clip_boxes
 
-__all__ = ["postprocess", "to_pixels"]
+__all__ = ["PostprocessConfig", "flip_merge", "postprocess", "to_pixels"]
+
+
+@dataclass
+class PostprocessConfig:
+    """Decoding + NMS. ``score_threshold`` is for evaluation (low: mAP rewards recall);
+    ``picture_score_threshold`` is the lesson's threshold for drawing (about 0.25).
+
+    ``flip_tta``: test-time augmentation in evaluation and prediction (not in training): the network
+    also sees each image flipped left-right, and each anchor's two predictions (its own, and its
+    mirror anchor's on the flipped image, with the x offset negated) are averaged before decoding
+    and NMS. Twice the network's cost; ultralytics' ``augment`` and mmdetection's TTA do the same
+    with more views, merging boxes after decoding instead."""
+
+    score_threshold: float = 0.01
+    picture_score_threshold: float = 0.25
+    iou_threshold: float = 0.4
+    topk_per_class: int = 50
+    max_per_image: int = 100
+    flip_tta: bool = False
 
 
 def postprocess(
@@ -37,10 +57,10 @@ def postprocess(
     box_deltas: Tensor,
     anchors: Anchors,
     coder: str | BoxCoder = "tanh",
-    score_threshold: float = 0.01,
-    iou_threshold: float = 0.4,
-    topk_per_class: int = 50,
-    max_per_image: int = 100,
+    score_threshold: float = PostprocessConfig.score_threshold,
+    iou_threshold: float = PostprocessConfig.iou_threshold,
+    topk_per_class: int = PostprocessConfig.topk_per_class,
+    max_per_image: int = PostprocessConfig.max_per_image,
 ) -> list[dict[str, Tensor]]:
     """Detections for every image of a batch (semantics in the module docstring).
 
@@ -115,6 +135,18 @@ def _greedy_nms(boxes: Tensor, valid: Tensor, iou_threshold: float) -> Tensor:
     for i in range(n):  # rank i is final once the ranks before it are decided
         keep &= ~(keep[..., i, None] & overlaps[..., i, :])  # (..., n)
     return keep
+
+
+def flip_merge(
+    cls_logits: Tensor, box_deltas: Tensor, flipped_cls: Tensor, flipped_box: Tensor, mirror: Tensor
+) -> tuple[Tensor, Tensor]:
+    """``flip_tta``: the outputs for the images averaged with the outputs for the same images flipped
+    left-right, read at each anchor's mirror anchor (``mirror (A,)``: :func:`detector.anchors.mirror_index`).
+    Both coders' first delta moves the centre along x, so the flip negates it; the others (y, and
+    the log sizes or their tanh) stay. Shapes: ``(B, A, C)`` and ``(B, A, 4)``, each pair alike."""
+    flipped_cls, flipped_box = flipped_cls[:, mirror], flipped_box[:, mirror]  # (B, A, C), (B, A, 4)
+    flipped_box = torch.cat([-flipped_box[..., :1], flipped_box[..., 1:]], dim=-1)  # (B, A, 4)
+    return (cls_logits + flipped_cls) / 2, (box_deltas + flipped_box) / 2
 
 
 def to_pixels(

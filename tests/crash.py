@@ -155,7 +155,7 @@ def save_twice_killed_in_second(io_class: str, path: str) -> None:
     import torch
     from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-    from detector.callbacks import AtomicCheckpointIO
+    from detector.training.checkpoints import AtomicCheckpointIO
 
     checkpoint_io = {"torch": TorchCheckpointIO, "atomic": AtomicCheckpointIO}[io_class]()
     checkpoint_io.save_checkpoint({"epoch": 0, "w": torch.zeros(500_000)}, path)

@@ -1,22 +1,26 @@
 """What the training and reliability tests share: tiny shapes data, a module, a DataModule and a
-Trainer for it, and the same run through ``train.py`` (a YAML config, a subprocess)."""
+Trainer for it, the same run through ``detector train`` (a YAML config, a subprocess), and the
+``detector`` command run in this process."""
 
 from __future__ import annotations
 
-import importlib.util
+import contextlib
+import io
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
+from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from detector.data.datamodule import DetectionDataModule
 from detector.data.shapes import generate_shapes
-from detector.module import AnchorConfig, DetectorModule, HeadConfig, OptimizerConfig
-from detector.schedule import Stage
+from detector.module import AnchorConfig, DetectorModule, HeadConfig
+from detector.recipe import OptimizerConfig, Stage
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -68,13 +72,24 @@ def trainer(tmp_path: Path, stages: list[Stage], **kw) -> L.Trainer:
     return L.Trainer(**{**args, **kw})
 
 
-def script(name: str) -> ModuleType:
-    """The repository's top-level script ``name``.py (``train``, ``eval``) as a module, whatever the
-    current folder (they are not part of the installed package)."""
-    spec = importlib.util.spec_from_file_location(f"{name}_script", REPO / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def detector(*args: str) -> tuple[int, str]:
+    """``detector ARGS`` run in this process: (exit status, what the command printed on stderr)."""
+    from detector.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as e:  # --help, or argparse before a subcommand runs
+            code = e.code
+    return code, err.getvalue()
+
+
+def evaluate(*args: str) -> dict[str, Any]:
+    """``detector eval ARGS`` (with ``--out``) in this process; returns the metrics.json it wrote."""
+    code, err = detector("eval", *args)
+    assert code == 0, err[-3000:]
+    return json.loads((Path(args[list(args).index("--out") + 1]) / "metrics.json").read_text())
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -98,11 +113,13 @@ trainer:
   enable_model_summary: false
   deterministic: true
   logger:
-    - class_path: detector.loggers.CSVLogger
+    - class_path: detector.training.CSVLogger
       init_args: {{save_dir: {tmp_path}, name: csv}}
   callbacks:
-    - class_path: detector.callbacks.ModelCheckpoint
-      init_args: {{dirpath: {tmp_path}/checkpoints, filename: best, monitor: val/map_50, mode: max, save_last: true, enable_version_counter: false}}
+    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
+      init_args: {{dirpath: {tmp_path}/checkpoints, filename: best, monitor: val/map_50, mode: max, enable_version_counter: false}}
+    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
+      init_args: {{dirpath: {tmp_path}/checkpoints, filename: last, save_on_train_epoch_end: true, enable_version_counter: false}}
 model:
   class_path: detector.module.DetectorModule
   init_args:
@@ -126,6 +143,11 @@ data:
 """
     )
     return config
+
+
+def last_checkpoint(folder: Path) -> ModelCheckpoint:
+    """The configs' ``last.ckpt`` callback: Lightning's, without a monitor, after every epoch."""
+    return ModelCheckpoint(dirpath=folder, filename="last", save_on_train_epoch_end=True, enable_version_counter=False)
 
 
 def final_weights(path: Path) -> dict[str, torch.Tensor]:

@@ -11,16 +11,11 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from coco_files import tiny_coco, write_jpeg, write_json
-from detector.data.datamodule import (
-    DetectionDataModule,
-    DetectionDataset,
-    EpochSampler,
-    ShapesSpec,
-    ShardSampler,
-    collate_detections,
-    sample_seed,
-)
-import detector.data.datamodule as datamodule_module
+import detector.data.dataset as dataset_module
+import detector.speed.image_cache as image_cache_module
+from detector.data.datamodule import DetectionDataModule, ShapesSpec
+from detector.data.dataset import DetectionDataset, collate_detections
+from detector.data.samplers import EpochSampler, ShardSampler, sample_seed
 from detector.data.image import reduced_size
 from detector.data.records import BadRecordError, load_records
 from detector.data.transforms import DetectionTransform
@@ -182,8 +177,8 @@ def test_cached_images_give_the_same_samples_without_decoding_again(coco_json: P
     plain = dataset(coco_json, "lesson", seed=3)
     cached = DetectionDataset(plain.split, plain.transform, seed=3, cache_images=True)
     decoded: list[str] = []
-    real_load = datamodule_module.load_image
-    monkeypatch.setattr(datamodule_module, "load_image", lambda path, **kw: decoded.append(Path(path).name) or real_load(path, **kw))
+    real_load = dataset_module.load_image
+    monkeypatch.setattr(dataset_module, "load_image", lambda path, **kw: decoded.append(Path(path).name) or real_load(path, **kw))
     for epoch in range(3):  # the lesson set flips and rotates: every epoch differs, from the same cached pixels
         for i in range(len(plain)):
             a, b = plain[(epoch, i)], cached[(epoch, i)]
@@ -194,11 +189,11 @@ def test_cached_images_give_the_same_samples_without_decoding_again(coco_json: P
 
 
 def test_cache_that_does_not_fit_in_memory_is_refused(coco_json: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(datamodule_module, "_available_memory", lambda: 10_000)  # bytes: the 3 images need 27,648 x 2
+    monkeypatch.setattr(image_cache_module, "_available_memory", lambda: 10_000)  # bytes: the 3 images need 27,648 x 2
     dm = datamodule(coco_json, cache_images=True, num_workers=2)
     with pytest.raises(ValueError, match=r"cache_images needs 0\.00 GiB \(0\.00 GiB x 2 loader processes\) for .*split\.json"):
         dm.setup("fit")
-    monkeypatch.setattr(datamodule_module, "_available_memory", lambda: 10**9)
+    monkeypatch.setattr(image_cache_module, "_available_memory", lambda: 10**9)
     dm = datamodule(coco_json, cache_images=True)
     dm.setup("fit")
     loader = dm.train_dataloader()
@@ -214,7 +209,7 @@ def test_cache_size_counts_only_jpegs_at_their_reduced_scale(tmp_path: Path, mon
         "categories": [{"id": 1, "name": "thing"}],
     }
     write_jpeg(tmp_path / "images" / name, 900, 700, [[300, 100, 750, 450]])  # PIL picks the format by suffix
-    monkeypatch.setattr(datamodule_module, "_available_memory", lambda: 900 * 700 * 3 - 1)
+    monkeypatch.setattr(image_cache_module, "_available_memory", lambda: 900 * 700 * 3 - 1)
     dm = datamodule(write_json(tmp_path / "big.json", data), cache_images=True, batch_size=1)
     if refused:
         with pytest.raises(ValueError, match="cache_images needs"):
@@ -244,7 +239,7 @@ def test_datamodule_loaders(coco_json: Path):
     val = list(dm.val_dataloader())
     assert [b["image_ids"].tolist() for b in val] == [[10, 11], [12]]  # every image once, in order
     assert val[0]["boxes"].shape == (2, 2, 4) and val[1]["labels"].shape == (1, 0)
-    with pytest.raises(ValueError, match="needs test_json"):
+    with pytest.raises(ValueError, match="needs data.test_json"):
         dm.setup("test")
 
 

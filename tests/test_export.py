@@ -14,7 +14,9 @@ import pytest
 import torch
 
 from detector.box_coder import make_box_coder
-from detector.export import METADATA_KEY, decode_boxes, main
+from detector.cli.export import main
+from detector.export import METADATA_KEY, decode_boxes
+from detector.postprocess import flip_merge
 from detector.module import AnchorConfig, DetectorModule, HeadConfig, LossConfig
 
 
@@ -34,7 +36,8 @@ def save_checkpoint(path: Path, coder: str) -> Path:
 def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, DetectorModule]:
     root = tmp_path_factory.mktemp("export")
     ckpt = save_checkpoint(root / "tiny.ckpt", "tanh")
-    onnx_path, json_path = main(["--checkpoint", str(ckpt), "--onnx", str(root / "model.onnx"), "--dynamic-batch"])
+    assert main(["--checkpoint", str(ckpt), "--onnx", str(root / "model.onnx"), "--dynamic-batch"]) == 0
+    onnx_path, json_path = root / "model.onnx", root / "model.json"
     model = DetectorModule.load_from_checkpoint(ckpt, map_location="cpu", weights="none").eval()
     return onnx_path, json_path, model
 
@@ -78,7 +81,7 @@ def test_sidecar_flip_tta_recipe_equals_the_modules(exported):
     cls_f, box_f = cls_f[:, mirror], box_f[:, mirror].copy()
     box_f[..., 0] *= -1
     with torch.no_grad():
-        expected = model.flip_merged(images, *model(images))
+        expected = flip_merge(*model(images), *model(images.flip(-1)), model.anchor_mirror)
     for ours, theirs in zip(((cls + cls_f) / 2, (box + box_f) / 2), expected):
         assert np.abs(ours - theirs.numpy()).max() <= 1e-4
 
@@ -93,7 +96,8 @@ def test_sidecar_decodes_like_the_pytorch_coder(exported):
 
 def test_fixed_batch_export_and_the_ssd_coder(tmp_path):
     ckpt = save_checkpoint(tmp_path / "ssd.ckpt", "ssd")
-    onnx_path, json_path = main(["--checkpoint", str(ckpt), "--onnx", str(tmp_path / "m.onnx"), "--opset", "18"])
+    assert main(["--checkpoint", str(ckpt), "--onnx", str(tmp_path / "m.onnx"), "--opset", "18"]) == 0
+    onnx_path, json_path = tmp_path / "m.onnx", tmp_path / "m.json"
     info = json.loads(json_path.read_text())
     assert info["inputs"]["images"][0] == 1 and info["coder"] == "ssd"
     assert onnx.load(str(onnx_path)).opset_import[0].version == 18

@@ -1,4 +1,4 @@
-"""python -m detector.inspect: the debug config's anchors, matches and augmented batches, on data
+"""detector inspect: the debug config's anchors, matches and augmented batches, on data
 generated into a temporary folder."""
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ from detector.anchors import make_anchors
 from detector.data.records import load_records
 from detector.data.shapes import CLASS_NAMES
 from detector.data.transforms import IMAGENET_MEAN
-from detector.inspect import load_config, main, match_statistics
+from detector.anchor_stats import match_statistics
+from detector.cli.inspect import load_config, main
 from detector.module import AnchorConfig, DetectorModule, HeadConfig
+from helpers import detector
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,17 +48,18 @@ def test_load_config_links_the_model_to_the_data(config):
     assert cfg.image_size == model["image_size"] == cfg.data["image_size"]
     assert cfg.anchors.grids == tuple(model["anchors"]["grids"]) and cfg.anchors.k == 9
     assert len(cfg.anchors) == 9 * sum(g * g for g in model["anchors"]["grids"])
-    assert cfg.data["mean"] == IMAGENET_MEAN  # resnet18's statistics, as train.py links them
+    assert tuple(cfg.data["mean"]) == IMAGENET_MEAN  # resnet18's statistics, as detector train links them
     assert cfg.iou_threshold == 0.4
 
 
 def test_inspect_anchors_matches_and_batch(config, tmp_path):
     out = tmp_path / "out"
-    assert [p.name for p in main(["anchors", "--config", str(config), "--out", str(out)])] == ["anchors.png"]
-    written = main(["matches", "--config", str(config), "--out", str(out), "--images", "3"])
-    assert [p.name for p in written] == ["matches.png", "matches.txt"]
-    written = main(["batch", "--config", str(config), "--out", str(out), "--images", "4", "--batches", "2"])
-    assert [p.name for p in written] == ["batch_0.png"]  # 6 train images in batches of 4, last one dropped
+    assert main(["anchors", "--config", str(config), "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["anchors.png"]
+    assert main(["matches", "--config", str(config), "--out", str(out), "--images", "3"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["anchors.png", "matches.png", "matches.txt"]
+    assert main(["batch", "--config", str(config), "--out", str(out), "--images", "4", "--batches", "2"]) == 0
+    assert {p.name for p in out.glob("batch_*")} == {"batch_0.png"}  # 6 train images in batches of 4, last one dropped
     for name in ("anchors.png", "matches.png", "batch_0.png"):
         width, height = Image.open(out / name).size
         assert width > 300 and height > 200
@@ -67,7 +70,7 @@ def test_inspect_anchors_matches_and_batch(config, tmp_path):
 
 
 def test_inspect_predictions_uses_the_checkpoints_size(config, tmp_path):
-    """A 64 px checkpoint on a config whose model says 96 px: the checkpoint decides, as in eval.py."""
+    """A 64 px checkpoint on a config whose model says 96 px: the checkpoint decides, as in detector eval."""
     model = DetectorModule(
         num_classes=7, class_names=CLASS_NAMES, backbone="resnet18", weights="none", image_size=64,
         anchors=AnchorConfig(grids=[2, 1]), head=HeadConfig(channels=32),
@@ -76,17 +79,19 @@ def test_inspect_predictions_uses_the_checkpoints_size(config, tmp_path):
     trainer.strategy.connect(model)
     trainer.save_checkpoint(tmp_path / "tiny.ckpt", weights_only=True)
     out = tmp_path / "out"
-    written = main(["predictions", "--config", str(config), "--out", str(out), "--checkpoint", str(tmp_path / "tiny.ckpt"),
-                    "--images", "2", "--score", "0"])
-    assert [p.name for p in written] == ["raw_predictions.png", "detections.png"]
+    assert main(["predictions", "--config", str(config), "--out", str(out), "--checkpoint", str(tmp_path / "tiny.ckpt"),
+                 "--images", "2", "--score", "0"]) == 0
+    written = sorted(out.iterdir())
+    assert [p.name for p in written] == ["detections.png", "raw_predictions.png"]
     assert all(Image.open(p).size[0] > 300 for p in written)
-    with pytest.raises(SystemExit):
-        main(["predictions", "--config", str(config), "--out", str(out)])  # no --checkpoint
+    code, err = detector("inspect", "predictions", "--config", str(config), "--out", str(out))
+    assert code == 2 and err == "detector inspect: predictions needs --checkpoint (see detector inspect --help)\n"
 
 
 def test_inspect_anchors_on_a_picture(config, tmp_path, voc_sample):
     photo = voc_sample / "JPEGImages" / "000022.jpg"
-    (path,) = main(["anchors", "--config", str(config), "--out", str(tmp_path), "--image", str(photo), "--palette", "64"])
+    assert main(["anchors", "--config", str(config), "--out", str(tmp_path), "--image", str(photo), "--palette", "64"]) == 0
+    path = tmp_path / "anchors.png"
     assert path.stat().st_size > 10_000 and Image.open(path).mode == "P"
 
 

@@ -12,12 +12,12 @@ import torch
 import torchvision
 from torch import nn
 
-from detector.anchors import make_anchors
-from detector.callbacks import apply_freeze
+from detector.anchors import AnchorConfig, make_anchors
 from detector.model import BACKBONES, SSD, backbone_stats, build_backbone, build_ssd
 from detector.model.backbones import load_efficientnet_lite0
-from detector.model.fold import FoldedConv, fold_batchnorm, norms_fixed
-from detector.model.head import OutConv, SSDHead, flatten_conv, head_grid_sizes
+from detector.model.head import HeadConfig, OutConv, SSDHead, flatten_conv, head_grid_sizes
+from detector.recipe import apply_freeze
+from detector.speed.fold import FoldedConv, FoldedStages, fold_batchnorm, norms_fixed
 
 LESSON_ANCHORS = dict(zooms=(0.75, 1.0, 1.3), ratios=((1.0, 1.0), (1.0, 0.5), (0.5, 1.0)))
 ONE_ANCHOR = dict(zooms=(1.0,), ratios=((1.0, 1.0),))
@@ -49,7 +49,10 @@ def test_lesson_module_names():
 
 
 def test_single_grid_lesson_variant():
-    model = build_ssd(20, backbone="resnet18", weights="none", grids=(4,), **ONE_ANCHOR, dropout=0.1, head_dropout=0.25)
+    model = build_ssd(
+        20, backbone="resnet18", weights="none", anchors=AnchorConfig([4], **ONE_ANCHOR),
+        head=HeadConfig(dropout=0.1, head_dropout=0.25, bias=-3.0),
+    )
     assert [name for name, _ in model.head.named_children()] == ["drop", "sconv0", "sconv1", "out1"]
     assert model.head.drop.p == 0.25 and model.head.sconv0.drop.p == 0.1
     cls_logits, box_deltas = run(model, torch.randn(1, 3, 224, 224))
@@ -68,9 +71,7 @@ def test_single_grid_lesson_variant():
     ],
 )
 def test_outputs_match_anchor_count(image_size, grids, zooms, ratios):
-    model = build_ssd(
-        3, backbone="resnet18", weights="none", image_size=image_size, grids=grids, zooms=zooms, ratios=ratios
-    )
+    model = build_ssd(3, backbone="resnet18", weights="none", image_size=image_size, anchors=AnchorConfig(grids, zooms, ratios))
     cls_logits, box_deltas = run(model, torch.randn(1, 3, image_size, image_size))
     anchors = len(make_anchors(grids, zooms, ratios))
     assert cls_logits.shape == (1, anchors, 3)
@@ -91,11 +92,11 @@ def test_head_grid_sizes():
 
 
 def test_impossible_grid_lists_producible_sizes():
-    with pytest.raises(ValueError, match=r"producible sizes: \[28, 14, 7, 4, 2, 1\]"):
+    with pytest.raises(ValueError, match=r"cannot make a 8x8 grid from 224 px images .*: \[28, 14, 7, 4, 2, 1\]\)"):
         SSDHead((128, 256, 512), 224, (8, 4), k=1, num_classes=2, dropout=0.0, head_dropout=0.0)
-    with pytest.raises(ValueError, match="strictly decreasing"):
+    with pytest.raises(ValueError, match=r"list each grid once, finest first \(e\.g\. \[4, 2, 1\]\)"):
         SSDHead((128, 256, 512), 224, (1, 2, 4), k=1, num_classes=2, dropout=0.0, head_dropout=0.0)
-    with pytest.raises(ValueError, match="strictly decreasing"):
+    with pytest.raises(ValueError, match=r"list each grid once, finest first \(e\.g\. \[4\]\)"):
         SSDHead((128, 256, 512), 224, (4, 4), k=1, num_classes=2, dropout=0.0, head_dropout=0.0)
 
 
@@ -121,8 +122,12 @@ def test_flatten_conv_follows_anchor_order():
                 assert torch.equal(flat[0, i], conv[0, a * X : (a + 1) * X, row, col])
 
 
-def test_class_bias_starts_at_minus_three():
+def test_class_bias_starts_where_the_head_config_says():
+    """HeadConfig's -4 (the lesson's SSD_MultiHead run), or the single-grid SSD_Head's -3 when asked."""
     model = build_ssd(20, backbone="resnet18", weights="none")
+    for name in ("out1", "out2", "out3"):
+        assert torch.all(getattr(model.head, name).oconv1.bias == -4.0) and HeadConfig.bias == -4.0
+    model = build_ssd(20, backbone="resnet18", weights="none", head=HeadConfig(bias=-3.0))
     for name in ("out1", "out2", "out3"):
         assert torch.all(getattr(model.head, name).oconv1.bias == -3.0)
     out = OutConv(256, k=9, num_classes=20, bias=-3.0)
@@ -323,12 +328,13 @@ def test_backbone_folds_a_fixed_stage_in_training_and_follows_its_weights():
     x = torch.randn(2, 3, 64, 64)
     calls = []
     body.body[0].bn1.register_forward_hook(lambda *_: calls.append(1))  # the stem's BatchNorm ran
+    runner = FoldedStages()
 
     def stride8(fold: bool) -> torch.Tensor:
         calls.clear()
         body.train()
         apply_freeze(groups, (0,), train_bn=False)  # after model.train(), as StagedFreezing does
-        body.fold_bn = fold
+        body.stage_runner = runner if fold else None
         return body(x)[0].detach()
 
     stride8(True)  # builds the fold (one probing forward of a view, hooks included)
@@ -355,11 +361,12 @@ def test_training_stage_with_norm_eval_runs_folded_with_the_same_gradients(name,
     body = build_backbone(name, "none")
     _random_statistics(body)
     x = torch.randn(2, 3, 64, 64)
+    runner = FoldedStages()
 
     def run(fold: bool) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
         body.train()
         apply_freeze(body.layer_groups, (0,), train_bn=False, norm_eval=(1,), fixed_depthwise=fixed_depthwise)
-        body.fold_bn = fold
+        body.stage_runner = runner if fold else None
         body.zero_grad(set_to_none=True)
         out = body(x)[2]
         (out * torch.linspace(-1, 1, out.numel()).reshape(out.shape)).sum().backward()
@@ -367,7 +374,7 @@ def test_training_stage_with_norm_eval_runs_folded_with_the_same_gradients(name,
 
     out, grads = run(True)
     assert norms_fixed(body.body[1]) and any(p.requires_grad for p in body.body[1].parameters())
-    view = body._folded._cache[1][1]
+    view = body.stage_runner._cache[1][1]
     norms = sum(isinstance(m, nn.BatchNorm2d) for m in body.body[1].modules())
     fixed = sum(isinstance(m, nn.Conv2d) and not m.weight.requires_grad for m in body.body[1].modules())
     assert (fixed > 0) == bool(fixed_depthwise)

@@ -14,7 +14,10 @@ from PIL import Image
 
 from detector.data.image import load_image
 from detector.data.transforms import DetectionTransform
-from detector.inference import _picture_names, find_images, load_detector, main, predict_images
+from detector.cli.predict import main
+from helpers import detector
+from detector.inference import _picture_names, find_images, predict_images
+from detector.loading import load_detector
 from detector.module import AnchorConfig, DetectorModule, HeadConfig
 
 CLASSES = ["circle", "square", "triangle"]
@@ -135,7 +138,8 @@ def test_exit_codes_when_nothing_can_be_read(checkpoint, tmp_path, capsys):
     assert "x.jpg" in out and "y.png" in out and "2 unreadable" in out
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert main(["--checkpoint", str(checkpoint), "--images", str(empty), "--out", str(tmp_path / "o2")]) == 2
+    code, err = detector("predict", "--checkpoint", str(checkpoint), "--images", str(empty), "--out", str(tmp_path / "o2"))
+    assert code == 2 and err == f"detector predict: --images '{empty}': no image files found there\n"
 
 
 def test_find_images_folder_file_and_glob(folder):

@@ -14,13 +14,16 @@ import cv2
 import numpy as np
 import pytest
 
+from detector.cli import main as cli_main
 from detector.data import shapes
-from detector.data.shapes import CLASS_NAMES, ensure_shapes, generate_shapes, sample_scene
+from detector.data import scenes as scene_module
+from detector.data.scenes import CLASS_NAMES, sample_scene
+from detector.data.shapes import ensure_shapes, generate_shapes
 
 SMALL = dict(n_train=10, n_val=4, image_size=256, seed=3)
 
 
-def _scenes(n: int, image_size: int = 256) -> list[shapes.Scene]:
+def _scenes(n: int, image_size: int = 256) -> list[scene_module.Scene]:
     return [sample_scene(shapes._scene_rngs(0, "train", i)[0], image_size) for i in range(n)]
 
 
@@ -59,8 +62,8 @@ def test_an_image_depends_only_on_seed_split_and_index():
 def test_scene_statistics():
     scenes = _scenes(300)
     counts = np.array([len(s.labels) for s in scenes])
-    assert counts.min() >= 1 and counts.max() <= shapes.MAX_OBJECTS
-    assert set(counts.tolist()) == set(range(1, shapes.MAX_OBJECTS + 1))  # every count occurs
+    assert counts.min() >= 1 and counts.max() <= scene_module.MAX_OBJECTS
+    assert set(counts.tolist()) == set(range(1, scene_module.MAX_OBJECTS + 1))  # every count occurs
     labels = np.concatenate([s.labels for s in scenes])
     per_class = np.bincount(labels, minlength=len(CLASS_NAMES))
     assert len(CLASS_NAMES) >= 6 and per_class.min() > 0.5 * per_class.mean()  # every class, balanced
@@ -75,9 +78,9 @@ def test_scene_statistics():
         wh = s.boxes[:, 2:] - s.boxes[:, :2]  # (n, 2)
         sides.append(np.sqrt(wh.prod(1)) / min(s.width, s.height))
         aspects.append(wh[:, 0] / wh[:, 1])
-        assert np.all(s.visible >= shapes.MIN_VISIBLE)
+        assert np.all(s.visible >= scene_module.MIN_VISIBLE)
     sides, aspects = np.concatenate(sides), np.concatenate(aspects)
-    lo, hi = shapes.SIDE_RANGE
+    lo, hi = scene_module.SIDE_RANGE
     assert sides.min() >= lo * 0.999 and sides.max() <= hi * 1.001
     assert sides.min() < 0.07 and sides.max() > 0.8  # the whole range is used
     assert 0.02 < (sides < 0.1).mean() < 0.15  # some small objects, not dominating
@@ -91,7 +94,7 @@ def test_box_is_the_full_extent_and_visible_fraction_is_true():
         owner = np.full((s.height, s.width), -1)
         areas = []
         for k, (outline, box) in enumerate(zip(s.outlines, s.boxes)):
-            mask = shapes._fill_mask(outline, s.height, s.width, cv2.LINE_8) > 0
+            mask = scene_module._fill_mask(outline, s.height, s.width, cv2.LINE_8) > 0
             ys, xs = np.nonzero(mask)
             # the covered pixel centres span the box, to within a pixel (OpenCV also fills the
             # pixels its edges touch)
@@ -111,7 +114,7 @@ def test_shapes_stand_out_from_their_background(tmp_path):
         pixels = cv2.imread(str(tmp_path / "JPEGImages" / image["file_name"]))[..., ::-1].astype(float)
         scene = shapes._layout("train", index, SMALL["seed"], SMALL["image_size"])
         top = scene.outlines[-1]  # drawn last, so nothing hides it
-        mask = shapes._fill_mask(top, scene.height, scene.width, cv2.LINE_8)
+        mask = scene_module._fill_mask(top, scene.height, scene.width, cv2.LINE_8)
         inner = cv2.erode(mask, np.ones((5, 5), np.uint8)) > 0
         near, touching = (cv2.dilate(mask, np.ones((k, k), np.uint8)) > 0 for k in (7, 3))
         ring = near & ~touching
@@ -250,7 +253,7 @@ def test_racing_calls_both_end_with_one_complete_dataset(tmp_path):
 
 
 def test_command_line_prints_counts_per_class_and_split(tmp_path, capsys):
-    shapes.main(["--root", str(tmp_path / "s"), "--n-train", "6", "--n-val", "2", "--workers", "1"])
+    assert cli_main(["data", "shapes", "--root", str(tmp_path / "s"), "--n-train", "6", "--n-val", "2", "--workers", "1"]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert all(name in lines[0] for name in CLASS_NAMES)

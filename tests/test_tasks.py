@@ -4,7 +4,6 @@ formulas, metrics, a tiny overfit per task, prediction from a checkpoint, and ea
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -18,11 +17,15 @@ import torch.nn.functional as F
 from matplotlib.patches import Rectangle
 from PIL import Image
 
+from detector.cli.predict import main
+from detector.cli.train import cli as training_cli
 from detector.data.datamodule import DetectionDataModule
 from detector.data.shapes import CLASS_NAMES, generate_shapes
-from detector.inference import checkpoint_task, load_detector, load_model, main
-from detector.module import DetectorModule, OptimizerConfig
-from detector.schedule import Stage
+from detector.errors import CheckpointError
+from detector.loading import checkpoint_task, load_detector, load_model
+from detector.module import DetectorModule
+from detector.pictures import detection_grid, figure_to_array, show_labels
+from detector.recipe import OptimizerConfig, Stage
 from detector.tasks import (
     LargestBoxRegressor,
     LargestObjectClassifier,
@@ -32,7 +35,7 @@ from detector.tasks import (
 )
 from detector.tasks.nets import box_head, feature_side, single_object_head
 from detector.tasks.targets import largest_object, present_classes
-from detector.visualize import detection_grid, figure_to_array, show_labels
+from detector.pictures import detection_grid, figure_to_array, show_labels
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = [LargestObjectClassifier, LargestBoxRegressor, SingleObjectDetector, MultiLabelClassifier]
@@ -401,7 +404,7 @@ def test_predict_writes_each_tasks_answer(cls: type[TaskModule], two_images: Pat
         model.model.head[-1].bias.data = torch.logit(torch.tensor([0.7, 0.2, 0.5]))
     checkpoint = save_untrained(model, tmp_path / "task.ckpt")
     assert isinstance(load_model(checkpoint), cls)
-    with pytest.raises(TypeError, match=f"holds a {cls.__name__}, not the SSD"):
+    with pytest.raises(CheckpointError, match=f"holds a {cls.__name__}, not the SSD"):
         load_detector(checkpoint)
 
     out = tmp_path / "out"
@@ -449,18 +452,11 @@ def test_checkpoint_task_reads_the_class_and_refuses_unknown_ones():
     cli = {"hyper_parameters": {"_class_path": "detector.tasks.MultiLabelClassifier"}}
     assert checkpoint_task(cli) is MultiLabelClassifier
     assert checkpoint_task({"hyper_parameters": {}}) is DetectorModule  # an SSD written outside the CLI
-    with pytest.raises(ValueError, match="'os.system', which is none of the known tasks"):
+    with pytest.raises(CheckpointError, match="'os.system', which is none of the known tasks"):
         checkpoint_task({"task_class": "os.system"})
 
 
 # --------------------------------------------------------------------------------------- configs
-def load_train_py():
-    spec = importlib.util.spec_from_file_location("train_entry", REPO / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 CONFIGS = {
     "largest_classifier": (LargestObjectClassifier, "val/acc"),
     "largest_box": (LargestBoxRegressor, "val/l1"),
@@ -470,14 +466,14 @@ CONFIGS = {
 
 
 @pytest.mark.parametrize("name", CONFIGS)
-def test_config_trains_through_train_py_and_predicts(name: str, tiny: Path, two_images: Path, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch):
-    """Each task's YAML through LightningCLI (shrunk: tiny data, one short epoch), then predict.py
-    on the checkpoint it wrote, which names its class the CLI's way."""
+def test_config_trains_through_the_training_cli_and_predicts(name: str, tiny: Path, two_images: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch):
+    """Each task's YAML through LightningCLI (shrunk: tiny data, one short epoch), then detector
+    predict on the checkpoint it wrote, which names its class the CLI's way."""
     cls, metric = CONFIGS[name]
     monkeypatch.chdir(tmp_path)  # the config's runs/ folders land here
-    monkeypatch.setattr(sys, "argv", ["train.py"])  # the CLI reads its arguments from `args` only
-    cli = load_train_py().main([
+    monkeypatch.setattr(sys, "argv", ["detector train"])  # the CLI reads its arguments from `args` only
+    cli = training_cli([
         "fit", "--config", str(REPO / "configs" / f"{name}.yaml"),
         "--trainer.enable_progress_bar", "false", "--trainer.accelerator", "cpu",
         "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",

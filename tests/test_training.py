@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import csv
-from types import SimpleNamespace
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
 import torch
-from lightning.pytorch.callbacks import EMAWeightAveraging
-from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
+from torch.nn.parallel import DistributedDataParallel
 
-from detector.callbacks import ModelCheckpoint, StagedFreezing
-from detector.checks import read_checkpoint
-from detector.lr_finder import lr_range_test
 from detector.data.shapes import CLASS_NAMES
-from detector.module import AnchorConfig, HeadConfig, LossConfig, OptimizerConfig
-from detector.schedule import OneCycle, Stage
-from helpers import cli, datamodule, final_weights, module, script, tiny_config, tiny_shapes, trainer
+from detector.lr_finder import lr_range_test
+from detector.module import AnchorConfig, HeadConfig, LossConfig
+from detector.recipe import OneCycle, OptimizerConfig, Stage, StagedFreezing
+from detector.training.checkpoints import read_checkpoint
+from helpers import cli, datamodule, evaluate, final_weights, last_checkpoint, module, tiny_config, tiny_shapes, trainer
 
 
 @pytest.fixture(scope="module")
@@ -56,21 +55,6 @@ def test_recipe_freezes_and_sets_group_lrs_per_stage(tiny: Path, tmp_path: Path)
     assert [rec.lrs[s * steps][2] for s in range(3)] == pytest.approx([1e-2 / 20, 0.25e-2 / 20, 0.1e-2 / 20])
     # The optimiser held all three groups from the first step (Lightning issue #6891).
     assert all(len(lrs) == 3 for lrs in rec.lrs)
-
-
-def test_to_stride_16_trains_only_the_stride_32_stage_and_the_head(tiny: Path, tmp_path: Path):
-    """freeze: to_stride_16 (mmdetection's frozen_stages): the body stages at strides 8 and 16 stay
-    as they were, BatchNorm statistics included; the stride-32 stage and the head train."""
-    stages = [Stage(1, "to_stride_16")]
-    model = module(stages, train_bn=False)
-    before = {k: v.clone() for k, v in model.model.state_dict().items()}
-    trainer(tmp_path, stages, limit_val_batches=0).fit(model, datamodule(tiny))
-    after = model.model.state_dict()
-    moved = {k for k in before if not torch.equal(before[k], after[k])}
-    assert not {k for k in moved if k.startswith(("backbone.body.0.", "backbone.body.1."))}
-    stage2 = {k for k in before if k.startswith("backbone.body.2.") and k.endswith("conv1.weight")}
-    assert stage2 and stage2 <= moved
-    assert any(k.startswith("head.") and k.endswith("weight") for k in moved)
 
 
 def test_frozen_batchnorm_option(tiny: Path, tmp_path: Path):
@@ -126,9 +110,14 @@ def test_fixed_depthwise_kernels_stay_and_everything_else_in_the_group_trains(ti
     assert not moved & depthwise  # kept, in both groups
     assert pointwise & group1 <= moved  # trained: gradients flowed through the fixed depthwise convs
     assert not moved & (pointwise - group1)  # group 0 frozen
+    ddp = DistributedDataParallel.__new__(DistributedDataParallel)  # what the strategy wraps the model in
+    ddp.find_unused_parameters = False  # plain DDP
+    running = SimpleNamespace(strategy=SimpleNamespace(model=ddp))
     with pytest.raises(ValueError, match="train_depthwise: false .* ddp_find_unused_parameters_true"):
-        StagedFreezing().setup(SimpleNamespace(strategy=DDPStrategy()), module([Stage(1, "none")], train_depthwise=False), "fit")
-    StagedFreezing().setup(SimpleNamespace(strategy=DDPStrategy()), module([Stage(1, "none")]), "fit")  # nothing fixed: fine
+        StagedFreezing().on_fit_start(running, module([Stage(1, "none")], train_depthwise=False))
+    StagedFreezing().on_fit_start(running, module([Stage(1, "none")]))  # nothing fixed: fine
+    ddp.find_unused_parameters = True
+    StagedFreezing().on_fit_start(running, module([Stage(1, "none")], train_depthwise=False))
 
 
 def test_loss_falls(tiny: Path, tmp_path: Path):
@@ -185,7 +174,7 @@ def test_bf16_mixed_precision_on_cpu(tiny: Path, tmp_path: Path):
 
 
 def test_wandb_offline_writes_its_run_files(tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from detector.loggers import WandbLogger
+    from detector.training.loggers import WandbLogger
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
@@ -228,11 +217,11 @@ def test_lr_range_test_steps_the_configured_optimiser(tiny: Path, monkeypatch: p
 
 def test_ema_weights_are_validated_saved_and_evaluated(tiny: Path, tmp_path: Path):
     """Lightning's EMAWeightAveraging (configs/shapes.yaml) with this module: validation scores the
-    average, the checkpoint's state_dict is the average (the raw weights beside it), and eval.py
+    average, the checkpoint's state_dict is the average (the raw weights beside it), and detector eval
     scores exactly what validation scored."""
     stages = [Stage(2, "none")]
-    model = module(stages, class_names=list(CLASS_NAMES))  # the names eval.py checks against the data's
-    saver = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val/map_50", mode="max", save_last=True)
+    model = module(stages, class_names=list(CLASS_NAMES))  # the names detector eval checks against the data's
+    saver = last_checkpoint(tmp_path / "ckpt")
     t = trainer(tmp_path, stages, callbacks=[EMAWeightAveraging(decay=0.5), saver], enable_checkpointing=True, num_sanity_val_steps=0)
     t.fit(model, datamodule(tiny))
     ckpt = read_checkpoint(tmp_path / "ckpt" / "last.ckpt")
@@ -240,23 +229,21 @@ def test_ema_weights_are_validated_saved_and_evaluated(tiny: Path, tmp_path: Pat
     moved = [k for k, v in average.items() if v.is_floating_point() and not torch.equal(v, raw[k])]
     assert any(".oconv1.weight" in k for k in moved), moved  # the head's weights are averaged
     assert all(torch.equal(v, average[k]) for k, v in model.state_dict().items())  # fit ends on the average
-    metrics = script("eval").main(
-        ["--checkpoint", str(tmp_path / "ckpt" / "last.ckpt"), "--out", str(tmp_path / "eval"), "--batch-size", "4", "--workers", "0"]
-    )
+    metrics = evaluate("--checkpoint", str(tmp_path / "ckpt" / "last.ckpt"), "--out", str(tmp_path / "eval"), "--batch-size", "4", "--workers", "0")
     assert metrics["map_50"] == pytest.approx(float(t.callback_metrics["val/map_50"]), rel=1e-6)
 
 
 def test_eval_flip_tta_scores_what_validation_with_flip_tta_scores(tiny: Path, tmp_path: Path):
-    """eval.py --flip-tta on a checkpoint trained without it equals validating that model with
+    """detector eval --flip-tta on a checkpoint trained without it equals validating that model with
     postprocess.flip_tta, and says so in metrics.json."""
     stages = [Stage(1, "none")]
     model = module(stages, class_names=list(CLASS_NAMES))
-    saver = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    saver = last_checkpoint(tmp_path / "ckpt")
     t = trainer(tmp_path, stages, callbacks=[saver], enable_checkpointing=True, num_sanity_val_steps=0)
     t.fit(model, datamodule(tiny))
     args = ["--checkpoint", str(tmp_path / "ckpt" / "last.ckpt"), "--batch-size", "4", "--workers", "0"]
-    plain = script("eval").main([*args, "--out", str(tmp_path / "plain")])
-    tta = script("eval").main([*args, "--out", str(tmp_path / "tta"), "--flip-tta"])
+    plain = evaluate(*args, "--out", str(tmp_path / "plain"))
+    tta = evaluate(*args, "--out", str(tmp_path / "tta"), "--flip-tta")
     assert not plain["postprocess"]["flip_tta"] and tta["postprocess"]["flip_tta"]
     model.post_cfg.flip_tta = True
     validated = t.validate(model, datamodule(tiny), verbose=False)[0]
@@ -265,14 +252,12 @@ def test_eval_flip_tta_scores_what_validation_with_flip_tta_scores(tiny: Path, t
 
 
 def test_last_checkpoint_every_epoch_when_validation_is_sparse(tiny: Path, tmp_path: Path):
-    """With check_val_every_n_epoch > 1 (configs/shapes.yaml: 3) Lightning saves last.ckpt only after
-    validations unless save_on_train_epoch_end is set, as the shapes config does: a crash then loses
-    at most one epoch."""
+    """With check_val_every_n_epoch > 1 (configs/shapes.yaml: 18) the configs' last.ckpt callback
+    still saves after every epoch (save_on_train_epoch_end): a crash then loses at most one epoch."""
     stages = [Stage(1, "none")]
-    saver = ModelCheckpoint(
-        dirpath=tmp_path / "ckpt", monitor="val/map_50", mode="max", save_last=True, save_on_train_epoch_end=True
-    )
-    trainer(tmp_path, stages, callbacks=[saver], enable_checkpointing=True, check_val_every_n_epoch=3).fit(
+    best = ModelCheckpoint(dirpath=tmp_path / "ckpt", filename="best", monitor="val/map_50", mode="max", save_on_train_epoch_end=True)
+    callbacks = [best, last_checkpoint(tmp_path / "ckpt")]
+    trainer(tmp_path, stages, callbacks=callbacks, enable_checkpointing=True, check_val_every_n_epoch=3).fit(
         module(stages), datamodule(tiny)
     )
     assert read_checkpoint(tmp_path / "ckpt" / "last.ckpt")["epoch"] == 0  # saved with no validation run

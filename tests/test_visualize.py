@@ -16,7 +16,7 @@ from detector.box_coder import make_box_coder
 from detector.data.image import load_image
 from detector.data.records import load_records
 from detector.matching import match
-from detector.visualize import (
+from detector.pictures import (
     anchor_figure,
     box_colour,
     denormalize,

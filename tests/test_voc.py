@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import socket
 import tarfile
 import threading
@@ -17,8 +18,10 @@ from xml.sax.saxutils import escape
 import pytest
 
 from conftest import shared_path
-from detector.data import voc
-from detector.data.voc import Download, DownloadError, VocFormatError, convert_devkit, download
+from detector.data import download as voc_download
+from detector.data.download import Download, DownloadError, download
+from detector.data.voc import VocFormatError, convert_devkit
+from helpers import detector
 
 PAYLOAD = bytes(range(256)) * 400  # 102,400 bytes
 PAYLOAD_MD5 = hashlib.md5(PAYLOAD).hexdigest()
@@ -173,7 +176,7 @@ def _course_zip(counts: dict[str, int]) -> bytes:
     return buffer.getvalue()
 
 
-def _fake_voc(server, counts=voc.COURSE_JSON_IMAGES) -> tuple[Download, ...]:
+def _fake_voc(server, counts=voc_download.COURSE_JSON_IMAGES) -> tuple[Download, ...]:
     server.files.update({
         "/trainval.tar": _tar({"VOCdevkit/VOC2007/JPEGImages/000005.jpg": b"a",
                                "VOCdevkit/VOC2007/Annotations/000005.xml": b"<annotation/>"}),
@@ -187,31 +190,29 @@ def _fake_voc(server, counts=voc.COURSE_JSON_IMAGES) -> tuple[Download, ...]:
 
 
 def test_download_voc2007_builds_the_documented_layout(server, tmp_path):
-    voc.download_voc2007(tmp_path, _fake_voc(server))
+    voc_download.download_voc2007(tmp_path, _fake_voc(server))
     images = tmp_path / "VOCdevkit" / "VOC2007" / "JPEGImages"
     assert sorted(p.name for p in images.iterdir()) == ["000001.jpg", "000005.jpg"]  # both tars, merged
-    for name, n in voc.COURSE_JSON_IMAGES.items():
+    for name, n in voc_download.COURSE_JSON_IMAGES.items():
         assert len(json.loads((tmp_path / name).read_text())["images"]) == n
     requests = len(server.requests)
-    voc.download_voc2007(tmp_path, _fake_voc(server))  # done already: no request
+    voc_download.download_voc2007(tmp_path, _fake_voc(server))  # done already: no request
     assert len(server.requests) == requests
 
 
 def test_download_voc2007_checks_the_unchecksummed_jsons_by_content(server, tmp_path):
-    wrong = {**voc.COURSE_JSON_IMAGES, "pascal_val2007.json": 7}
+    wrong = {**voc_download.COURSE_JSON_IMAGES, "pascal_val2007.json": 7}
     with pytest.raises(DownloadError, match=r"pascal_val2007.json: 7 images, expected 2510"):
-        voc.download_voc2007(tmp_path, _fake_voc(server, wrong))
+        voc_download.download_voc2007(tmp_path, _fake_voc(server, wrong))
     assert not (tmp_path / "PASCAL_VOC.zip").exists()  # so that the next run fetches it afresh
 
 
 def test_download_command_offline_exits_with_one_line(tmp_path, monkeypatch):
     url = _closed_port_url()
-    monkeypatch.setattr(voc, "VOC2007_DOWNLOADS", (Download((url,), "VOCtest_06-Nov-2007.tar", "0" * 32),))
-    with pytest.raises(SystemExit) as exit_:
-        voc.main(["download", "--root", str(tmp_path)])
-    message = str(exit_.value.code)
-    assert message.startswith("error: cannot download VOCtest_06-Nov-2007.tar") and url in message
-    assert "\n" not in message
+    monkeypatch.setattr(voc_download, "VOC2007_DOWNLOADS", (Download((url,), "VOCtest_06-Nov-2007.tar", "0" * 32),))
+    code, err = detector("data", "download-voc", "--root", str(tmp_path))
+    assert code == 2 and err.startswith("detector data: cannot download VOCtest_06-Nov-2007.tar") and url in err
+    assert err.count("\n") == 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -371,9 +372,10 @@ def test_convert_command_line(tmp_path):
     devkit = _write_devkit(tmp_path / "VOC2012", [{**_IMAGE, "file_name": "2008_000001.jpg"}],
                            {1: [{"name": "dog", "box": (1, 2, 3, 4), "difficult": 0}]},
                            {"val": ["2008_000001"]})
-    voc.main(["convert", "--devkit", str(devkit), "--out", str(tmp_path / "out")])
+    code, err = detector("data", "convert-voc", "--devkit", str(devkit), "--out", str(tmp_path / "out"))
+    assert code == 0, err
     data = json.loads((tmp_path / "out" / "pascal_val2012.json").read_text())
     assert len(data["categories"]) == 20 and data["annotations"][0]["bbox"] == [0, 1, 3, 3]
     (devkit / "Annotations" / "2008_000001.xml").write_text("<annotation>")
-    with pytest.raises(SystemExit, match=r"^error: .*2008_000001.xml: not well-formed XML"):
-        voc.main(["convert", "--devkit", str(devkit), "--out", str(tmp_path / "out")])
+    code, err = detector("data", "convert-voc", "--devkit", str(devkit), "--out", str(tmp_path / "out"))
+    assert code == 2 and re.match(r"detector data: .*2008_000001.xml: not well-formed XML", err), err

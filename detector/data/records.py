@@ -28,6 +28,7 @@ from typing import Any, Literal
 import numpy as np
 
 from detector.data.image import ImageDecodeError, read_image_size
+from detector.errors import BadRecordError, MissingFileError
 
 __all__ = [
     "BadRecordError",
@@ -45,10 +46,6 @@ OnBadRecord = Literal["error", "skip"]
 
 # How many problems an error message lists before it says "and N more".
 _MAX_LISTED = 20
-
-
-class BadRecordError(ValueError):
-    """A JSON file, or records of it, cannot be used. The message names the file and the ids."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -218,7 +215,7 @@ def _read_json(path: Path) -> dict[str, Any]:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: annotation file not found") from None
+        raise MissingFileError(f"{path}: annotation file not found") from None
     try:
         text = raw.decode("utf-8-sig")  # tolerate a byte-order mark
     except UnicodeDecodeError as e:

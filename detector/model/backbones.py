@@ -22,13 +22,11 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 import torchvision
 from torch import Tensor, nn
-
-from detector.model.fold import FoldedStages, norms_fixed
 
 __all__ = ["BACKBONES", "Backbone", "backbone_stats", "build_backbone", "load_efficientnet_lite0", "load_resnet"]
 
@@ -79,11 +77,10 @@ class Backbone(nn.Module):
             (the image for ``i = 0``) to the map at stride ``8 * 2**i``.
         out_channels: channels of the maps at strides 8, 16, 32.
         mean, std: the input statistics the weights were trained with.
-
-    In training mode, a stage whose BatchNorm layers are all in eval mode (frozen with
-    ``train_bn: false``, or ``norm_eval``) runs as a view with BatchNorm folded into the convs
-    (:mod:`detector.model.fold`): the same function and gradients to float32 rounding, cheaper.
-    ``fold_bn = False`` turns that off.
+        stage_runner: ``None`` (each stage runs as it is), or a callable ``(index, stage, x) -> map``
+            that runs stage ``index`` on ``x`` in its place (:class:`detector.speed.fold.FoldedStages`,
+            installed when the recipe leaves BatchNorm in eval mode). Not a module: outside
+            ``state_dict``, ``.to()`` and the optimiser.
     """
 
     def __init__(
@@ -100,8 +97,7 @@ class Backbone(nn.Module):
         self.out_channels = out_channels
         self.mean = mean
         self.std = std
-        self.fold_bn = True
-        self._folded = FoldedStages()  # not a Module: outside state_dict, .to() and the optimiser
+        self.stage_runner: Optional[Callable[[int, nn.Module, Tensor], Tensor]] = None
 
     @property
     def layer_groups(self) -> list[nn.Module]:
@@ -114,8 +110,7 @@ class Backbone(nn.Module):
         features = []
         x = images
         for i, stage in enumerate(self.body):
-            fold = self.fold_bn and stage.training and norms_fixed(stage)
-            x = self._folded(i, stage, x) if fold else stage(x)
+            x = stage(x) if self.stage_runner is None else self.stage_runner(i, stage, x)
             features.append(x)
         return features
 

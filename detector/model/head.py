@@ -20,13 +20,28 @@ start at zero, so a pretrained body's maps are what the head first sees, as with
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["OutConv", "SSDHead", "StdConv", "flatten_conv", "head_grid_sizes"]
+__all__ = ["HeadConfig", "OutConv", "SSDHead", "StdConv", "flatten_conv", "grid_problem", "head_grid_sizes"]
+
+
+@dataclass
+class HeadConfig:
+    """The SSD head's settings: ``dropout`` in each StdConv and ``head_dropout`` at its input (the
+    lesson's ``SSD_MultiHead``: ``drop = 0.4`` for both), the class-logit ``bias`` at init (-4 in that
+    run, for k = 9; its single-grid ``SSD_Head`` used -3), the width ``channels`` (256), and
+    ``top_down``: FPN's top-down pathway into the grids finer than stride 32 (beyond the lesson)."""
+
+    dropout: float = 0.4
+    head_dropout: float = 0.4
+    bias: float = -4.0
+    channels: int = 256
+    top_down: bool = False
 
 
 class StdConv(nn.Module):
@@ -61,10 +76,10 @@ class OutConv(nn.Module):
     ``(B, nin, g, g) -> (cls_logits (B, g*g*k, num_classes), box_deltas (B, g*g*k, 4))``.
     The lesson's class conv had ``C + 1`` outputs per anchor and its BCE loss ignored the background
     column; this one has exactly ``C`` (background = all classes off). The class bias starts at
-    ``bias`` (-3 in the lesson: sigmoid(-3) ~ 0.047, so the untrained head predicts "nothing").
+    ``bias`` (the lesson: -3 or -4; sigmoid(-3) ~ 0.047, so the untrained head predicts "nothing").
     """
 
-    def __init__(self, nin: int, k: int, num_classes: int, bias: float = -3.0) -> None:
+    def __init__(self, nin: int, k: int, num_classes: int, bias: float) -> None:
         super().__init__()
         self.k = k
         self.oconv1 = nn.Conv2d(nin, k * num_classes, 3, padding=1)
@@ -73,6 +88,30 @@ class OutConv(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return flatten_conv(self.oconv1(x), self.k), flatten_conv(self.oconv2(x), self.k)
+
+
+def grid_problem(grids: Sequence[int], image_size: int) -> str | None:
+    """What is wrong with anchor ``grids`` for ``image_size`` px images (None: nothing): a grid the
+    head cannot produce, or grids not listed once each, finest first."""
+    try:
+        sizes = head_grid_sizes(image_size)
+    except ValueError as e:
+        return str(e)
+    grids = [int(g) for g in grids]
+    wrong = [g for g in grids if g not in sizes]
+    if not grids or wrong:
+        what = f"a {wrong[0]}x{wrong[0]} grid" if wrong else "no grid"
+        return (
+            f"grids {grids}: the SSD head cannot make {what} from {image_size} px images (its grids are "
+            f"ceil(S / 8), then halved down to 1: {list(sizes)}); choose the grids among those, finest first, "
+            "or change image_size"
+        )
+    if any(a <= b for a, b in zip(grids, grids[1:])):
+        return (
+            f"grids {grids}: list each grid once, finest first (e.g. {sorted(set(grids), reverse=True)}): "
+            "the anchors and the head's outputs are concatenated in that order"
+        )
+    return None
 
 
 def head_grid_sizes(image_size: int) -> tuple[int, ...]:
@@ -99,11 +138,8 @@ class SSDHead(nn.Module):
             are concatenated in this order (the order of :func:`detector.anchors.make_anchors`).
         k: anchors per cell.
         num_classes: C, real classes only.
-        dropout: each ``StdConv``'s dropout (lesson: 0.1 in ``SSD_Head``, 0.4 in ``SSD_MultiHead``).
-        head_dropout: dropout after the ReLU on each backbone map (lesson: 0.25 / 0.4).
-        bias: initial class-logit bias (lesson: -3 in ``SSD_Head``; its ``SSD_MultiHead`` run used -4).
-        channels: width of the head's ``StdConv`` s (lesson: 256).
-        top_down: add the coarser maps to the stride-16 / stride-8 maps first (FPN; module docstring).
+        dropout, head_dropout, bias, channels, top_down: see :class:`HeadConfig` (the lesson's
+            ``SSD_Head`` had dropout 0.1, head_dropout 0.25 and bias -3).
 
     Forward: ``[(B, c8, S/8, S/8), (B, c16, S/16, S/16), (B, c32, S/32, S/32)]`` (sides rounded up)
     -> ``(cls_logits (B, A, C), box_deltas (B, A, 4))`` raw activations, ``A = k * sum(g*g)``.
@@ -116,26 +152,22 @@ class SSDHead(nn.Module):
         grids: Sequence[int],
         k: int,
         num_classes: int,
-        dropout: float,
-        head_dropout: float,
-        bias: float = -3.0,
-        channels: int = 256,
-        top_down: bool = False,
+        dropout: float = HeadConfig.dropout,
+        head_dropout: float = HeadConfig.head_dropout,
+        bias: float = HeadConfig.bias,
+        channels: int = HeadConfig.channels,
+        top_down: bool = HeadConfig.top_down,
     ) -> None:
         super().__init__()
         if len(in_channels) != 3:
             raise ValueError(f"in_channels must list the channels at strides 8, 16, 32; got {in_channels}")
         if k < 1 or num_classes < 1:
             raise ValueError(f"k and num_classes must be >= 1; got {k=}, {num_classes=}")
+        problem = grid_problem(grids, image_size)
+        if problem:
+            raise ValueError(problem)
         sizes = head_grid_sizes(image_size)
         grids = tuple(int(g) for g in grids)
-        if not grids or any(g not in sizes for g in grids):
-            raise ValueError(
-                f"grids {list(grids)} cannot all be produced at image_size {image_size}; "
-                f"producible sizes: {list(sizes)}"
-            )
-        if any(a <= b for a, b in zip(grids, grids[1:])):
-            raise ValueError(f"grids must be in strictly decreasing size (finest first); got {list(grids)}")
         self.in_channels = tuple(in_channels)
         self.image_size, self.grids, self.k, self.num_classes = image_size, grids, k, num_classes
         self.feature_sizes = sizes[:3]  # expected sides of the backbone maps at strides 8, 16, 32

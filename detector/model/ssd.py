@@ -6,13 +6,11 @@ Matching, loss and decoding live outside the network (:mod:`detector.matching`, 
 
 from __future__ import annotations
 
-from typing import Sequence
-
 from torch import Tensor, nn
 
-from detector.anchors import anchors_per_cell, make_anchors
+from detector.anchors import AnchorConfig, anchors_per_cell
 from detector.model.backbones import Backbone, build_backbone
-from detector.model.head import SSDHead
+from detector.model.head import HeadConfig, SSDHead
 
 __all__ = ["SSD", "BodyAndHead", "build_ssd"]
 
@@ -28,15 +26,9 @@ class BodyAndHead(nn.Module):
 
     @property
     def layer_groups(self) -> list[nn.Module]:
-        """fastai's three groups for freezing: ``[body group 0, body group 1, head]``."""
+        """fastai's three groups for freezing and learning rates: ``[body group 0, body group 1, head]``
+        (:data:`detector.recipe.FREEZE` names which are frozen)."""
         return [*self.backbone.layer_groups, self.head]
-
-    @property
-    def freeze_parts(self) -> list[nn.Module]:
-        """What freezing addresses: ``[body stage 0, 1, 2 (strides 8, 16, 32), head]``, finer than
-        the layer groups (group 1 is stages 1 and 2), so that a stage can freeze the stride-16 stage
-        alone (:data:`detector.schedule.FREEZE`)."""
-        return [*self.backbone.body, self.head]
 
     def param_groups(self) -> list[list[nn.Parameter]]:
         """Parameters of :attr:`layer_groups`, in the same order (the lesson's lrs ``[lr/100, lr/10, lr]``)."""
@@ -68,28 +60,25 @@ def build_ssd(
     backbone: str = "resnet34",
     weights: str = "imagenet",
     image_size: int = 224,
-    grids: Sequence[int] = (4, 2, 1),
-    zooms: Sequence[float] = (0.75, 1.0, 1.3),
-    ratios: Sequence[Sequence[float]] = ((1.0, 1.0), (1.0, 0.5), (0.5, 1.0)),
-    dropout: float = 0.4,
-    head_dropout: float = 0.4,
-    bias: float = -3.0,
-    channels: int = 256,
-    top_down: bool = False,
+    anchors: AnchorConfig | None = None,
+    head: HeadConfig | None = None,
 ) -> SSD:
     """The SSD for ``num_classes`` real classes; the defaults are the lesson's multi-grid model.
 
-    Defaults: ResNet-34 at 224 px, grids 4x4/2x2/1x1 with k = 9 anchors per cell (189 anchors), and
-    ``SSD_MultiHead``'s ``drop=0.4`` for both dropouts (Lesson 9). The lesson's single-grid
-    ``SSD_Head`` is ``grids=(4,), zooms=(1.0,), ratios=((1.0, 1.0),), dropout=0.1, head_dropout=0.25``.
-    ``weights`` as in :func:`detector.model.backbones.build_backbone`.
+    Defaults: ResNet-34 at 224 px, :class:`~detector.anchors.AnchorConfig`'s grids 4x4/2x2/1x1 with
+    k = 9 anchors per cell (189 anchors), and :class:`~detector.model.head.HeadConfig`'s
+    ``SSD_MultiHead`` (``drop=0.4`` for both dropouts, Lesson 9). The lesson's single-grid
+    ``SSD_Head`` is ``AnchorConfig([4], [1.0], [(1.0, 1.0)])`` with ``HeadConfig(dropout=0.1,
+    head_dropout=0.25, bias=-3)``. ``weights`` as in :func:`detector.model.backbones.build_backbone`.
     """
+    anchors, head = anchors or AnchorConfig(), head or HeadConfig()
     body = build_backbone(backbone, weights)
-    k = anchors_per_cell(zooms, ratios)
-    head = SSDHead(body.out_channels, image_size, grids, k, num_classes, dropout, head_dropout, bias, channels, top_down)
-    num_anchors = len(make_anchors(grids, zooms, ratios))
-    if num_anchors != head.num_anchors:
-        raise ValueError(
-            f"make_anchors({grids}, {zooms}, {ratios}) gives {num_anchors} anchors, the head {head.num_anchors} outputs"
-        )
-    return SSD(body, head)
+    k = anchors_per_cell(anchors.zooms, anchors.ratios)
+    ssd_head = SSDHead(
+        body.out_channels, image_size, anchors.grids, k, num_classes,
+        head.dropout, head.head_dropout, head.bias, head.channels, head.top_down,
+    )
+    num_anchors = len(anchors.make())
+    if num_anchors != ssd_head.num_anchors:
+        raise ValueError(f"{anchors} gives {num_anchors} anchors, the head {ssd_head.num_anchors} outputs")
+    return SSD(body, ssd_head)

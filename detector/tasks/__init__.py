@@ -7,7 +7,7 @@
 
 They share the detector's data module (targets are computed from its batches:
 :mod:`detector.tasks.targets`), backbones, layer groups, staged recipe and loggers
-(:class:`detector.module.StagedModule`, :class:`detector.tasks.base.TaskModule`).
+(:class:`detector.staged.StagedModule`, :class:`detector.tasks.base.TaskModule`).
 """
 
 from __future__ import annotations

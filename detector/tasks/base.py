@@ -1,4 +1,4 @@
-"""What the four stepping-stone tasks share beyond :class:`detector.module.StagedModule`: the steps,
+"""What the four stepping-stone tasks share beyond :class:`detector.staged.StagedModule`: the steps,
 the logging (``train/*`` per step and epoch, ``val/*`` and ``test/*`` per epoch, as the detector's),
 prediction, and the record of which task a checkpoint holds.
 
@@ -14,11 +14,12 @@ from typing import Any, Literal
 from torch import Tensor, nn
 from torchmetrics import Metric
 
-from detector.module import StagedModule
+from detector.staged import StagedModule
+from detector.training.guards import batch_is_empty, check_finite_loss
 
 __all__ = ["CHECKPOINT_TASK_KEY", "TaskModule", "class_predictions", "zero_loss"]
 
-# The checkpoint entry naming the LightningModule class that wrote it (see detector.inference.load_model).
+# The checkpoint entry naming the LightningModule class that wrote it (see detector.loading.load_model).
 CHECKPOINT_TASK_KEY = "task_class"
 
 Split = Literal["train", "val", "test"]
@@ -26,10 +27,10 @@ Split = Literal["train", "val", "test"]
 
 class TaskModule(StagedModule):
     """Base of the stepping stones. A subclass builds ``self.model`` (a
-    :class:`detector.tasks.nets.TaskNet`), calls ``self._model_ready(**its_hparams)`` and then
+    :class:`detector.tasks.nets.TaskNet`), calls ``self.model_ready(**its_hparams)`` and then
     ``self._metrics_ready()``.
 
-    Predictions (:meth:`detect`, ``predict_step``, ``predict.py``) are one dict per image with the
+    Predictions (:meth:`detect`, ``predict_step``, ``detector predict``) are one dict per image with the
     keys the task predicts, a subset of the detector's: ``boxes (N, 4)`` xyxy in ``[0, 1]``,
     ``labels (N,)`` int64 class indices, ``scores (N,)`` probabilities in ``[0, 1]``.
     """
@@ -59,14 +60,18 @@ class TaskModule(StagedModule):
         raise NotImplementedError(f"{type(self).__name__} must define detect")
 
     # ----------------------------------------------------------------------------------- steps
+    def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """:meth:`loss_terms` of the batch's outputs (for the lr finder)."""
+        return self.loss_terms(self(batch["images"]).float(), batch)[0]
+
     def _step(self, batch: dict[str, Tensor], batch_idx: int, split: Split) -> Tensor | None:
-        if self.skip_empty_batch(batch, batch_idx):  # every image of the batch unreadable (on_bad_record: skip)
+        if batch_is_empty(self, batch, batch_idx):  # every image of the batch unreadable (on_bad_record: skip)
             return None
         outputs = self(batch["images"]).float()  # (B, K); losses and metrics in float32 under AMP
         terms, n = self.loss_terms(outputs, batch)
         train = split == "train"
         if train:
-            self.check_finite(terms, batch, batch_idx)
+            check_finite_loss(self, terms, batch, batch_idx)
         if n:
             self.log_dict(
                 {f"{split}/{k}": v.detach() for k, v in terms.items()},
@@ -99,11 +104,9 @@ class TaskModule(StagedModule):
 
     # ------------------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Name the task in the checkpoint, so ``predict.py`` rebuilds the right class."""
+        """Name the task in the checkpoint, so ``detector predict`` rebuilds the right class."""
         super().on_save_checkpoint(checkpoint)
         checkpoint[CHECKPOINT_TASK_KEY] = f"{type(self).__module__}.{type(self).__qualname__}"
-
-
 
 
 def zero_loss(outputs: Tensor) -> Tensor:

@@ -19,6 +19,8 @@ such images gives a zero loss), and the number of images scored is the batch siz
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -27,8 +29,6 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from detector.boxes import clip_boxes
 from detector.model.backbones import build_backbone
-from detector.module import OptimizerConfig
-from detector.schedule import Stage
 from detector.tasks.base import TaskModule, class_predictions, zero_loss
 from detector.tasks.nets import TaskNet, box_head, pooled_head, single_object_head
 from detector.tasks.targets import LargestObject, largest_object
@@ -63,30 +63,16 @@ class LargestObjectClassifier(TaskModule):
     ``forward``: ``(B, 3, S, S) -> (B, C)`` logits, from fastai's default pooled head
     (:func:`detector.tasks.nets.pooled_head`). Logs ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``.
 
-    Args (beyond :class:`detector.module.StagedModule`'s):
+    Args (beyond :class:`detector.staged.StagedModule`'s):
         hidden: the head's hidden width (fastai: 512).
         dropout: the head's two dropout probabilities (fastai: 0.25, 0.5).
     """
 
-    def __init__(
-        self,
-        num_classes: int = 20,
-        class_names: list[str] | None = None,
-        backbone: str = "resnet34",
-        weights: str = "imagenet",
-        image_size: int = 224,
-        hidden: int = 512,
-        dropout: tuple[float, float] = (0.25, 0.5),
-        optimizer: OptimizerConfig | None = None,
-        stages: list[Stage] | None = None,
-        train_bn: bool = True,
-        channels_last: bool = True,
-    ) -> None:
-        super().__init__(num_classes, class_names, backbone, weights, image_size, optimizer, stages, train_bn, channels_last)
-        self.num_classes, self.image_size = num_classes, image_size
-        body = build_backbone(backbone, weights)
-        self.model = TaskNet(body, pooled_head(body.out_channels[-1], num_classes, hidden, dropout))
-        self._model_ready(hidden=hidden, dropout=list(dropout))
+    def __init__(self, hidden: int = 512, dropout: tuple[float, float] = (0.25, 0.5), **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        body = build_backbone(self.backbone_name, self.weights)
+        self.model = TaskNet(body, pooled_head(body.out_channels[-1], self.num_classes, hidden, dropout))
+        self.model_ready(hidden=hidden, dropout=list(dropout))
         self._metrics_ready()
 
     def make_metrics(self) -> dict[str, Metric]:
@@ -119,23 +105,11 @@ class LargestBoxRegressor(TaskModule):
     ``train/loss``, ``val/loss`` and ``val/l1`` (the same number, from torchmetrics' mean absolute error).
     """
 
-    def __init__(
-        self,
-        num_classes: int = 20,
-        class_names: list[str] | None = None,
-        backbone: str = "resnet34",
-        weights: str = "imagenet",
-        image_size: int = 224,
-        optimizer: OptimizerConfig | None = None,
-        stages: list[Stage] | None = None,
-        train_bn: bool = True,
-        channels_last: bool = True,
-    ) -> None:
-        super().__init__(num_classes, class_names, backbone, weights, image_size, optimizer, stages, train_bn, channels_last)
-        self.num_classes, self.image_size = num_classes, image_size
-        body = build_backbone(backbone, weights)
-        self.model = TaskNet(body, box_head(body.out_channels[-1], image_size))
-        self._model_ready()
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        body = build_backbone(self.backbone_name, self.weights)
+        self.model = TaskNet(body, box_head(body.out_channels[-1], self.image_size))
+        self.model_ready()
         self._metrics_ready()
 
     def make_metrics(self) -> dict[str, Metric]:
@@ -172,35 +146,20 @@ class SingleObjectDetector(TaskModule):
     (accuracy of the class) and ``detn_l1`` (mean L1 of the box in input pixels, whether or not the
     class is right, as the lesson's ``detn_l1``).
 
-    Args (beyond :class:`detector.module.StagedModule`'s):
+    Args (beyond :class:`detector.staged.StagedModule`'s):
         hidden: the head's hidden width (the lesson: 256).
         dropout: both dropouts of the head (the lesson: 0.5).
         ce_weight: the cross-entropy's weight; the lesson's 20 made the two terms about equal at
             224 px (L1 in pixels grows with ``S``: scale it with ``S / 224`` to keep the balance).
     """
 
-    def __init__(
-        self,
-        num_classes: int = 20,
-        class_names: list[str] | None = None,
-        backbone: str = "resnet34",
-        weights: str = "imagenet",
-        image_size: int = 224,
-        hidden: int = 256,
-        dropout: float = 0.5,
-        ce_weight: float = DETN_CE_WEIGHT,
-        optimizer: OptimizerConfig | None = None,
-        stages: list[Stage] | None = None,
-        train_bn: bool = True,
-        channels_last: bool = True,
-    ) -> None:
-        super().__init__(num_classes, class_names, backbone, weights, image_size, optimizer, stages, train_bn, channels_last)
-        self.num_classes, self.image_size = num_classes, image_size
-        body = build_backbone(backbone, weights)
-        head = single_object_head(body.out_channels[-1], image_size, num_classes, hidden, dropout)
+    def __init__(self, hidden: int = 256, dropout: float = 0.5, ce_weight: float = DETN_CE_WEIGHT, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        body = build_backbone(self.backbone_name, self.weights)
+        head = single_object_head(body.out_channels[-1], self.image_size, self.num_classes, hidden, dropout)
         self.model = TaskNet(body, head)
         self.ce_weight = ce_weight
-        self._model_ready(hidden=hidden, dropout=dropout, ce_weight=ce_weight)
+        self.model_ready(hidden=hidden, dropout=dropout, ce_weight=ce_weight)
         self._metrics_ready()
 
     def make_metrics(self) -> dict[str, Metric]:

@@ -13,14 +13,15 @@ average: every class counts the same).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.classification import MultilabelAccuracy, MultilabelF1Score
 
 from detector.model.backbones import build_backbone
-from detector.module import OptimizerConfig
-from detector.schedule import Stage
+from detector.errors import ConfigError
 from detector.tasks.base import TaskModule, class_predictions
 from detector.tasks.nets import TaskNet, pooled_head
 from detector.tasks.targets import present_classes
@@ -38,34 +39,25 @@ class MultiLabelClassifier(TaskModule):
     ``threshold``) and ``f1`` (F1 at ``threshold``, averaged over the classes).
     Every image is scored, one with no object too (its target is all zeros).
 
-    Args (beyond :class:`detector.module.StagedModule`'s):
+    Args (beyond :class:`detector.staged.StagedModule`'s):
         hidden, dropout: the head's hidden width and two dropouts (fastai: 512, (0.25, 0.5)).
         threshold: a class is predicted present when its sigmoid is above this (the lesson: 0.4).
     """
 
     def __init__(
         self,
-        num_classes: int = 20,
-        class_names: list[str] | None = None,
-        backbone: str = "resnet34",
-        weights: str = "imagenet",
-        image_size: int = 224,
         hidden: int = 512,
         dropout: tuple[float, float] = (0.25, 0.5),
         threshold: float = MULTILABEL_THRESHOLD,
-        optimizer: OptimizerConfig | None = None,
-        stages: list[Stage] | None = None,
-        train_bn: bool = True,
-        channels_last: bool = True,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(num_classes, class_names, backbone, weights, image_size, optimizer, stages, train_bn, channels_last)
+        super().__init__(**kwargs)
         if not 0.0 < threshold < 1.0:
-            raise ValueError(f"threshold must be a probability in (0, 1); got {threshold}")
-        self.num_classes, self.image_size = num_classes, image_size
-        body = build_backbone(backbone, weights)
-        self.model = TaskNet(body, pooled_head(body.out_channels[-1], num_classes, hidden, dropout))
+            raise ConfigError(f"model.init_args.threshold must be a probability in (0, 1); got {threshold}")
+        body = build_backbone(self.backbone_name, self.weights)
+        self.model = TaskNet(body, pooled_head(body.out_channels[-1], self.num_classes, hidden, dropout))
         self.threshold = threshold
-        self._model_ready(hidden=hidden, dropout=list(dropout), threshold=threshold)
+        self.model_ready(hidden=hidden, dropout=list(dropout), threshold=threshold)
         self._metrics_ready()
 
     def make_metrics(self) -> dict[str, Metric]:

@@ -23,7 +23,6 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from detector.model.backbones import Backbone
 from detector.model.ssd import BodyAndHead
 
 __all__ = ["ConcatPool", "TaskNet", "box_head", "feature_side", "pooled_head", "single_object_head"]

@@ -20,8 +20,10 @@ stage's parameters and buffers (no tensor is copied), so training, a loaded chec
 swap, all of which change those tensors in place, reach it at once; it is rebuilt when a tensor is
 replaced by another (``.to()`` of buffers) or a train/eval flag or ``requires_grad`` changes
 (freezing, unfreezing).
-:class:`detector.model.backbones.Backbone` uses it in training mode only: validation, ``eval.py``
-and export run the stage itself, so they agree exactly with one another.
+:class:`FoldedStages` is a :class:`detector.model.backbones.Backbone`'s ``stage_runner`` when the recipe
+leaves BatchNorm in eval mode (``train_bn: false`` or ``norm_eval``; :class:`detector.staged.StagedModule`
+installs it), and folds only in training mode: validation, evaluation and export run the stage
+itself, so they agree exactly with one another.
 
 Written by hand because ``torch.fx.experimental.optimization.fuse`` matches only exact
 ``nn.BatchNorm2d`` modules, traces through timm's ``BatchNormAct2d`` (BatchNorm + activation), and
@@ -33,11 +35,12 @@ from __future__ import annotations
 import copy
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["FoldedConv", "FoldedStages", "fold_batchnorm", "norms_fixed"]
 
-_BATCHNORM = nn.modules.batchnorm._BatchNorm
+_BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 def norms_fixed(stage: nn.Module) -> bool:
@@ -62,7 +65,8 @@ class FoldedConv(nn.Module):
         shift = -bn.running_mean * scale if conv.bias is None else (conv.bias - bn.running_mean) * scale  # (O,)
         if bn.bias is not None:
             shift = shift + bn.bias
-        return conv._conv_forward(x, conv.weight * scale.reshape(-1, 1, 1, 1), shift)  # weight (O, I/g, kh, kw)
+        weight = conv.weight * scale.reshape(-1, 1, 1, 1)  # (O, I/g, kh, kw)
+        return F.conv2d(x, weight, shift, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
 def _conv_bn_pairs(stage: nn.Module, example: Tensor) -> list[tuple[str, str]]:
@@ -80,7 +84,9 @@ def _conv_bn_pairs(stage: nn.Module, example: Tensor) -> list[tuple[str, str]]:
         if hit is not None and hit[0] is args[0]:
             pairs.append((hit[1], names[module]))
 
-    hooks = [m.register_forward_hook(after_conv) for m in stage.modules() if type(m) is nn.Conv2d]
+    # Exact nn.Conv2d with zero padding only: FoldedConv runs F.conv2d (a subclass may pad itself).
+    candidates = [m for m in stage.modules() if type(m) is nn.Conv2d and m.padding_mode == "zeros"]
+    hooks = [m.register_forward_hook(after_conv) for m in candidates]
     hooks += [m.register_forward_pre_hook(before_bn) for m in stage.modules() if isinstance(m, nn.BatchNorm2d)]
     try:
         with torch.no_grad():
@@ -135,14 +141,15 @@ def fold_batchnorm(stage: nn.Module, example: Tensor) -> tuple[nn.Module, int]:
 
 
 class FoldedStages:
-    """A cache of folded views of body stages, keyed by stage index.
+    """A backbone's ``stage_runner``: runs a body stage in training mode whose BatchNorm layers are
+    all in eval mode (:func:`norms_fixed`) through a cached folded view; any other stage, and every
+    stage in eval mode, runs as it is.
 
-    ``FoldedStages()(index, stage, x)`` runs ``stage`` on ``x`` through its folded view, building or
-    rebuilding the view when one of the stage's tensors was replaced, or a tensor's ``requires_grad``
-    or a module's train/eval flag changed, since the last build. Call it only for stages where
-    :func:`norms_fixed` holds. The view is a copy of the modules, hooks included: a forward hook on
-    one of the stage's modules fires in the view too, except on a folded conv or BatchNorm (and once
-    more during each build's probing forward).
+    ``FoldedStages()(index, stage, x)`` builds or rebuilds stage ``index``'s view when one of the
+    stage's tensors was replaced, or a tensor's ``requires_grad`` or a module's train/eval flag
+    changed, since the last build. The view is a copy of the modules, hooks included: a forward hook
+    on one of the stage's modules fires in the view too, except on a folded conv or BatchNorm (and
+    once more during each build's probing forward).
     """
 
     def __init__(self) -> None:
@@ -155,6 +162,8 @@ class FoldedStages:
         return [[id(t) for t in tensors], [t.requires_grad for t in tensors], [m.training for m in stage.modules()]]
 
     def __call__(self, index: int, stage: nn.Module, x: Tensor) -> Tensor:
+        if not (stage.training and norms_fixed(stage)):
+            return stage(x)
         state = self._state(stage)
         hit = self._cache.get(index)
         if hit is None or hit[0] != state:

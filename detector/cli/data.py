@@ -1,0 +1,55 @@
+"""``detector data``: make the embedded shapes dataset, download PASCAL VOC 2007, convert a
+VOCdevkit folder to the JSON layout training reads."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Sequence
+
+from detector.cli import Parser
+
+__all__ = ["main"]
+
+DESCRIPTION = """Get data into the layout training reads: one COCO-format JSON per split and an image folder.
+
+  detector data shapes --root data/shapes                 the synthetic default (2,000 + 400 images)
+  detector data download-voc --root data/voc              PASCAL VOC 2007 and the course's JSONs (online)
+  detector data convert-voc --devkit DIR --out data/NAME  any VOCdevkit folder (Annotations, ImageSets, JPEGImages)"""
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = Parser(prog="detector data", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    shapes = commands.add_parser("shapes", help="write the synthetic shapes dataset")
+    shapes.add_argument("--root", type=Path, default=Path("data/shapes"))
+    shapes.add_argument("--n-train", type=int, default=2000)
+    shapes.add_argument("--n-val", type=int, default=400)
+    shapes.add_argument("--image-size", type=int, default=256, help="the images' longer side is about this")
+    shapes.add_argument("--seed", type=int, default=0)
+    shapes.add_argument("--workers", type=int, default=2, help="processes drawing images")
+    fetch = commands.add_parser("download-voc", help="VOC 2007 trainval + test and the course's JSONs")
+    fetch.add_argument("--root", type=Path, default=Path("data/voc"))
+    convert = commands.add_parser("convert-voc", help="a VOCdevkit folder's XML -> the course's COCO-style JSONs")
+    convert.add_argument("--devkit", type=Path, required=True, help="folder with Annotations/, ImageSets/Main/, JPEGImages/")
+    convert.add_argument("--out", type=Path, required=True, help="folder for the JSONs")
+    convert.add_argument("--splits", nargs="+", default=None, help="default: those of train, val, trainval, test that have a split file")
+    convert.add_argument("--classes", nargs="+", default=None, help="the categories in this order (default: VOC's or sorted)")
+    args = parser.parse_args(argv)
+    if args.command == "shapes":
+        from detector.data.shapes import ensure_shapes, summary
+
+        start = time.perf_counter()
+        ensure_shapes(args.root, args.n_train, args.n_val, args.image_size, args.seed, args.workers)
+        print(summary(args.root))
+        print(f"shapes ready in {args.root} ({time.perf_counter() - start:.1f} s)")
+    elif args.command == "download-voc":
+        from detector.data.download import download_voc2007
+
+        download_voc2007(args.root)
+    else:
+        from detector.data.voc import convert_devkit
+
+        convert_devkit(args.devkit, args.out, args.splits, args.classes)
+    return 0

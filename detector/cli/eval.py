@@ -1,0 +1,102 @@
+"""``detector eval``: a checkpoint over a split -> the mAP table, ``metrics.json`` and COCO-format
+``detections.json`` (:mod:`detector.evaluation`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Sequence
+
+from detector.cli import Parser
+
+__all__ = ["main"]
+
+DESCRIPTION = """Evaluate a checkpoint on a split: print the mAP table, write metrics.json and detections.json.
+
+  detector eval --checkpoint runs/shapes/checkpoints/best.ckpt --split val --out runs/shapes/eval
+  detector eval --checkpoint CKPT --data configs/lesson9_ssd.yaml --split test --out out/voc_test
+  detector eval --checkpoint CKPT --json my_test.json --image-dir my_images --out out/mine
+
+The data comes from the checkpoint (the data it was trained with), from another config's data
+section (--data), or from any COCO-format JSON and image folder (--json, --image-dir). Images are
+only resized, exactly as in validation. metrics.json holds COCO mAP, mAP@0.5, mAP@0.75, the VOC
+APs and per-class APs; detections.json the COCO results in original-image pixels, which
+pycocotools reads."""
+
+
+def _data_args(args: argparse.Namespace, checkpoint: dict[str, Any], model: Any) -> dict[str, Any]:
+    """The data module's arguments: the checkpoint's, overridden by ``--data`` or ``--json``; the
+    image size and normalisation always the checkpoint's network's."""
+    from detector.config import read_config
+    from detector.errors import ConfigError
+    from detector.evaluation import SPLITS
+
+    data = dict(checkpoint.get("datamodule_hyper_parameters") or {})
+    data.pop("_instantiator", None)
+    if args.data:
+        data.update(read_config(args.data).data.as_dict())
+    if args.json:
+        data.update({f"{s}_json": None for s in SPLITS})
+        data[f"{args.split}_json"] = args.json
+    if args.image_dir:
+        data["image_dir"] = args.image_dir
+    if not data.get("image_dir"):
+        raise ConfigError("no data: the checkpoint has none; give --data CONFIG, or --json and --image-dir")
+    backbone = model.model.backbone
+    data.update(image_size=model.image_size, mean=tuple(backbone.mean), std=tuple(backbone.std))
+    data.update(num_workers=args.workers, batch_size=args.batch_size, generate=None)
+    return data
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = Parser(prog="detector eval", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="a .ckpt written by detector train")
+    parser.add_argument("--split", default="val", choices=("train", "val", "test"))
+    parser.add_argument("--data", help="a config whose data section replaces the checkpoint's")
+    parser.add_argument("--json", help="a COCO-format JSON to evaluate on (as --split)")
+    parser.add_argument("--image-dir", help="the folder the JSON's file names resolve against")
+    parser.add_argument("--out", required=True, help="folder for metrics.json and detections.json")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... or auto (a GPU when there is one)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=1, help="processes decoding images")
+    parser.add_argument("--nms-iou", type=float, help="NMS IoU threshold instead of the checkpoint's (the lesson's: 0.4)")
+    parser.add_argument("--score-threshold", type=float, help="drop detections scoring below this (default: the checkpoint's)")
+    parser.add_argument(
+        "--flip-tta", action=argparse.BooleanOptionalAction,
+        help="test-time augmentation: average each image's and its mirror image's predictions (default: the checkpoint's)",
+    )
+    args = parser.parse_args(argv)
+    for flag, value in (("--nms-iou", args.nms_iou), ("--score-threshold", args.score_threshold)):
+        if value is not None and not 0.0 <= value <= 1.0:
+            parser.error(f"{flag} must be in [0, 1]; got {value}")
+
+    from detector.data.datamodule import DetectionDataModule
+    from detector.errors import ConfigError
+    from detector.evaluation import evaluate, format_table
+    from detector.loading import load_detector, resolve_device
+    from detector.training.checkpoints import read_checkpoint
+
+    device = resolve_device(args.device)
+    model = load_detector(args.checkpoint)
+    if args.nms_iou is not None:
+        model.post_cfg.iou_threshold = args.nms_iou
+    if args.score_threshold is not None:
+        model.post_cfg.score_threshold = args.score_threshold
+    if args.flip_tta is not None:
+        model.post_cfg.flip_tta = args.flip_tta
+    dm = DetectionDataModule(**_data_args(args, read_checkpoint(args.checkpoint), model))
+    if dm.class_names != model.class_names:
+        raise ConfigError(f"the data's classes {dm.class_names} differ from the checkpoint's {model.class_names}")
+    metrics, results = evaluate(model, dm, args.split, device)
+    metrics["checkpoint"] = str(args.checkpoint)
+    metrics["postprocess"] = asdict(model.post_cfg)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (out / "detections.json").write_text(json.dumps(results) + "\n")
+    print(format_table(metrics))
+    print(f"\nwrote {out / 'metrics.json'} and {out / 'detections.json'} ({len(results)} detections)")
+    return 0

@@ -1,0 +1,52 @@
+"""``detector predict``: a checkpoint of any task on image files -> annotated pictures and COCO-format
+``detections.json`` (:func:`detector.inference.predict_images`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Sequence
+
+from detector.cli import Parser
+
+__all__ = ["main"]
+
+DESCRIPTION = """Detect objects in image files with a trained checkpoint (the detector, or any stepping stone).
+
+  detector predict --checkpoint runs/shapes/checkpoints/best.ckpt --images photos/ --out out/photos
+  detector predict --checkpoint CKPT --images "photos/*.jpg" --out out/photos --score 0.3
+
+Writes one annotated PNG per image and detections.json: COCO results (image_id, file_name,
+category_id = class index + 1, category_name, bbox = [x, y, w, h] in the original image's pixels,
+score). A file that cannot be read is reported by name and skipped; the exit status is 1 only when
+no image at all could be read."""
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = Parser(prog="detector predict", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="a .ckpt written by detector train (any task)")
+    parser.add_argument("--images", required=True, help="a folder, an image file, or a glob pattern (quote it)")
+    parser.add_argument("--out", required=True, help="folder for the annotated PNGs and detections.json")
+    parser.add_argument(
+        "--score", type=float, default=None,
+        help="keep predictions scoring above this (default: the detector's picture threshold, 0.25 in the "
+        "lesson; the multi-label classifier's threshold, 0.4; no threshold for the other tasks)",
+    )
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... or auto (a GPU when there is one)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=0, help="processes decoding images")
+    parser.add_argument("--no-pictures", action="store_true", help="write detections.json only")
+    args = parser.parse_args(argv)
+
+    from detector.errors import MissingFileError
+    from detector.inference import find_images, predict_images
+    from detector.loading import load_model
+
+    paths = find_images(args.images)
+    if not paths:
+        raise MissingFileError(f"--images {args.images!r}: no image files found there")
+    model = load_model(args.checkpoint, args.device)
+    report = predict_images(model, paths, args.out, args.score, args.batch_size, args.workers, pictures=not args.no_pictures)
+    print(report.summary())
+    print(f"wrote {Path(args.out) / 'detections.json'} and {len(report.pictures)} pictures")
+    return 0 if report.images else 1

@@ -1,0 +1,194 @@
+"""``detector train``: LightningCLI over the tasks and the detection data module.
+
+    detector train fit      --config configs/shapes.yaml                 # one GPU, or the CPU
+    detector train fit      --config configs/shapes.yaml --ckpt_path last   # resume
+    detector train validate --config configs/shapes.yaml --ckpt_path best
+    detector train lr_find  --config configs/shapes.yaml                 # lr_find.png + a suggestion
+
+The config links the values that must agree (:func:`detector.config.add_links`, plus the recipe's
+length -> ``trainer.max_epochs``). Before anything is built, the model section is checked and the
+checkpoint given with ``--ckpt_path`` is read; with ``fit --ckpt_path`` the loggers continue the
+interrupted run's versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from jsonargparse import ArgumentError, DefaultHelpFormatter
+from lightning.pytorch import Trainer
+from lightning.pytorch.cli import LightningCLI
+
+from detector.config import add_links, check_model_section
+from detector.data.datamodule import DetectionDataModule
+from detector.errors import CheckpointError, ConfigError
+from detector.lr_finder import lr_range_test
+from detector.private_apis import ConfigDecidesModel
+from detector.staged import StagedModule
+from detector.training.checkpoints import read_checkpoint
+
+__all__ = ["DetectorCLI", "DetectorTrainer", "main"]
+
+DESCRIPTION = """Train, validate, test or predict with a config, or find a learning rate.
+
+  detector train fit --config configs/shapes.yaml
+  detector train fit --config configs/shapes.yaml --ckpt_path last     (resume)
+  detector train validate --config configs/shapes.yaml --ckpt_path best
+  detector train lr_find --config configs/shapes.yaml
+
+Any value of the config can be changed on the command line, e.g. --data.batch_size 16.
+Run "detector train fit --help" for every option."""
+
+
+def _total_epochs(stages: Any) -> int:
+    """Sum of the recipe's stage lengths, whether jsonargparse hands over dicts or Namespaces."""
+
+    def epochs(stage: Any) -> int:
+        stage = getattr(stage, "init_args", stage)
+        return stage["epochs"] if isinstance(stage, dict) else stage.epochs
+
+    return sum(epochs(s) for s in stages)
+
+
+class _HelpFormatter(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """jsonargparse's help, with the description's lines kept as written and the reStructuredText
+    of the docstrings the options' help comes from made plain (``x`` -> x, :class:`a.b.C` -> C)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = super()._get_help_string(action)
+        if not text:
+            return text
+        text = re.sub(r":[a-z]+:`~?(?:[\w.]+\.)?(\w+)`", r"\1", text)
+        return text.replace("``", "")
+
+
+class DetectorTrainer(Trainer):
+    """Lightning's Trainer plus the ``lr_find`` subcommand."""
+
+    def lr_find(
+        self,
+        model: StagedModule,
+        datamodule: DetectionDataModule,
+        min_lr: float = 1e-5,
+        max_lr: float = 1.0,
+        num_steps: int = 100,
+        out: str = "lr_find.png",
+    ) -> float:
+        """Run the LR range test on the recipe's first stage; save the plot; print the suggestion."""
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        device = "cuda" if torch.cuda.is_available() and self.accelerator.__class__.__name__ == "CUDAAccelerator" else "cpu"
+        result = lr_range_test(model, datamodule.train_dataloader(), min_lr, max_lr, num_steps, device=device)
+        path = result.plot(out)
+        print(f"lr_find: suggested head learning rate {result.suggestion:.3g} (plot: {path})")
+        return result.suggestion
+
+
+class DetectorCLI(ConfigDecidesModel, LightningCLI):
+    """LightningCLI with the links of :func:`detector.config.add_links`, ``lr_find``, the checks
+    before instantiation, and loggers that continue a resumed run."""
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        return {**LightningCLI.subcommands(), "lr_find": {"model", "datamodule"}}
+
+    def add_arguments_to_parser(self, parser: Any) -> None:
+        # The DataModule shards its data itself under DDP (no padded duplicates in evaluation).
+        parser.set_defaults({"trainer.use_distributed_sampler": False})
+        add_links(parser)
+        parser.link_arguments("model.init_args.stages", "trainer.max_epochs", compute_fn=_total_epochs)
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand]
+        problems = check_model_section(config.model.as_dict()) if config.get("model") else []
+        if problems:
+            raise ConfigError("; ".join(problems))
+        path = _resolve_checkpoint(config.ckpt_path, config.trainer) if config.get("ckpt_path") else None
+        if path is None:
+            return
+        try:
+            checkpoint = read_checkpoint(path)
+        except CheckpointError as e:
+            raise CheckpointError(f"--ckpt_path {e}") from None
+        if self.subcommand == "fit":
+            continue_logger_runs(config, checkpoint)
+
+
+def _resolve_checkpoint(ckpt_path: str, trainer_config: Any) -> Path | None:
+    """``ckpt_path`` as a file: ``last`` means ``last.ckpt`` in a ModelCheckpoint's ``dirpath``."""
+    if ckpt_path not in ("last", "best", "hpc", "registry"):
+        return Path(ckpt_path)
+    if ckpt_path != "last":
+        return None
+    for callback in trainer_config.get("callbacks") or []:
+        if "ModelCheckpoint" in str(callback.get("class_path", "")):
+            dirpath = callback.get("init_args", {}).get("dirpath")
+            if dirpath and (Path(dirpath) / "last.ckpt").is_file():
+                return Path(dirpath) / "last.ckpt"
+    return None
+
+
+def continue_logger_runs(config: Any, checkpoint: dict[str, Any]) -> None:
+    """Before the loggers are built for ``fit --ckpt_path``: give each logger the run id (version)
+    that :class:`detector.training.loggers.RunIdentity` saved in the checkpoint, so the resumed run
+    writes to the same TensorBoard/CSV version and the same wandb run."""
+    loggers = config.trainer.get("logger")
+    if not isinstance(loggers, list):
+        return
+    state = checkpoint.get("callbacks", {})
+    saved = next((v["loggers"] for k, v in state.items() if k.startswith("RunIdentity")), [])
+    for logger, run in zip(loggers, saved):
+        if not str(logger.get("class_path", "")).endswith(run["type"]) or run["version"] is None:
+            continue
+        if run["type"] == "WandbLogger":
+            logger.init_args.update({"id": run["version"], "resume": "allow"})
+        else:
+            logger.init_args["version"] = run["version"]
+
+
+def cli(args: Sequence[str] | None = None, **kwargs: Any) -> DetectorCLI:
+    """Run the training CLI on ``args``; returns it (``cli.model``, ``cli.trainer``, ...)."""
+    return DetectorCLI(
+        StagedModule,  # the task: DetectorModule, or a stepping stone of the lessons (YAML class_path)
+        DetectionDataModule,
+        subclass_mode_model=True,
+        trainer_class=DetectorTrainer,
+        save_config_kwargs={"overwrite": True},
+        auto_configure_optimizers=False,  # the module's discriminative groups + recipe schedule
+        parser_kwargs={
+            "description": DESCRIPTION,
+            "prog": "detector train",
+            "formatter_class": _HelpFormatter,
+            "exit_on_error": False,  # main() prints a mistake on one line
+            **{name: {"exit_on_error": False} for name in DetectorCLI.subcommands()},
+        },
+        args=list(args) if args is not None else None,
+        **kwargs,
+    )
+
+
+def main(argv: Sequence[str]) -> int:
+    """``detector train ARGS``: a configuration mistake is one line and status 2.
+
+    ``sys.argv`` is left as it is: Lightning's DDP launcher starts the other processes with it
+    (``detector train ...``, ``python train.py ...``), so LightningCLI gets ``argv`` explicitly."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within Python")
+        try:
+            cli(argv)
+        except ArgumentError as e:
+            raise ConfigError(_readable(e)) from None
+    return 0
+
+
+def _readable(error: ArgumentError) -> str:
+    """jsonargparse's message about a ``class_path`` section (the model, a logger, a callback), which
+    lists every type the value failed to be, cut to the problem with the class the config names."""
+    message = " ".join(str(error).split())
+    found = re.search(r"Problem with given class_path '([^']+)': (.*?)(?: - Expected a <class '[^']+'>.*)?$", message)
+    return f"{found.group(1)}: {found.group(2)}" if found else message

@@ -1,0 +1,79 @@
+"""What the dashboards show beyond the logged numbers: pictures of the validation predictions and
+the per-class table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+from PIL import Image
+
+from detector.evaluation import format_table, summarize
+from detector.training.loggers import CSVLogger
+
+__all__ = ["ValidationPictures"]
+
+
+class ValidationPictures(L.Callback):
+    """Every validation epoch, logs a grid of the first val images with predicted (solid, scored) and
+    ground-truth (dashed) boxes, and the metrics table (:func:`detector.evaluation.format_table`), to
+    whichever loggers the run uses (TensorBoard images/text, wandb images/tables, CSV: PNG and
+    markdown files in the log dir). The detector only (it reads its detections and metrics)."""
+
+    def __init__(self, num_images: int = 8) -> None:
+        self.num_images = num_images
+        self._sample: dict[str, Any] | None = None
+
+    def on_validation_batch_end(
+        self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        # The epoch's first batch that has images (on_bad_record: skip can empty one).
+        if self._sample is not None or trainer.sanity_checking or not trainer.is_global_zero or not len(batch["images"]):
+            return
+        n = min(self.num_images, batch["images"].shape[0])
+        backbone = pl_module.model.backbone
+        S = batch["images"].shape[-1]
+        thr = pl_module.post_cfg.picture_score_threshold
+        preds = []
+        for det in outputs["detections"][:n]:
+            keep = det["scores"] >= thr
+            preds.append({k: v[keep].cpu() for k, v in det.items()})
+            preds[-1]["boxes"] = preds[-1]["boxes"] * S
+        targets = []
+        for i in range(n):
+            real = batch["labels"][i] >= 0
+            targets.append({"boxes": batch["boxes"][i][real].cpu() * S, "labels": batch["labels"][i][real].cpu()})
+        from detector.pictures import denormalize
+
+        images = denormalize(batch["images"][:n], backbone.mean, backbone.std)
+        self._sample = {"images": list(images), "preds": preds, "targets": targets}
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+        if self._sample is None or trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        from detector.pictures import detection_grid, figure_to_array
+
+        s, self._sample = self._sample, None
+        fig = detection_grid(s["images"], s["preds"], s["targets"], pl_module.class_names)
+        picture = figure_to_array(fig)
+        metrics = getattr(pl_module, "last_metrics", {}).get("val")
+        table = format_table(summarize(metrics, pl_module.class_names)) if metrics else None
+        step, epoch = trainer.global_step, trainer.current_epoch
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_image("val/pictures", picture, step, dataformats="HWC")
+                if table:
+                    logger.experiment.add_text("val/per_class_ap", table, step)
+            elif isinstance(logger, WandbLogger):
+                logger.log_image("val/pictures", [picture], step=step)
+                if table:
+                    logger.log_text("val/per_class_ap", columns=["table"], data=[[table]], step=step)
+            elif isinstance(logger, (CSVLogger, LightningCSVLogger)):
+                out = Path(logger.log_dir) / "pictures"
+                out.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(picture).save(out / f"val_epoch{epoch:03d}.png")
+                if table:
+                    (out / f"per_class_ap_epoch{epoch:03d}.md").write_text(table + "\n")
