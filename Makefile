@@ -1,5 +1,6 @@
 # Two commands do all the set-up on a fresh machine: `make train` and `make test`.
-# Both create .venv if it is missing and install once; the stamp file keeps later runs fast.
+# Both create .venv if it is missing and install the package with the exact versions of
+# constraints.txt once; the stamp file keeps later runs fast.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -7,11 +8,10 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install train test test-slow bench clean
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt
-	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -19,8 +19,8 @@ install: $(STAMP)
 # The main job: generate the shapes data on first use, train configs/shapes.yaml, evaluate the best
 # checkpoint on the val split (prints the mAP table, writes runs/shapes/eval/metrics.json).
 train: $(STAMP)
-	$(PY) train.py fit --config configs/shapes.yaml
-	$(PY) eval.py --checkpoint runs/shapes/checkpoints/best.ckpt --split val --out runs/shapes/eval
+	$(VENV)/bin/detector train fit --config configs/shapes.yaml
+	$(VENV)/bin/detector eval --checkpoint runs/shapes/checkpoints/best.ckpt --split val --out runs/shapes/eval
 
 # `make test` runs the fast suite; `make test-slow` the tests marked slow (over a minute each on a
 # 2-core CPU: multi-process DDP runs). CI (.ci/run) runs both.
