@@ -12,12 +12,13 @@ import yaml
 from PIL import Image
 
 from coco_files import write_jpeg, write_json
+from detector.anchor_stats import match_statistics
 from detector.anchors import make_anchors
+from detector.cli.inspect import main
 from detector.data.records import load_records
 from detector.data.shapes import CLASS_NAMES
 from detector.data.transforms import IMAGENET_MEAN
-from detector.anchor_stats import match_statistics
-from detector.cli.inspect import load_config, main
+from detector.inspection import load_config
 from detector.module import AnchorConfig, DetectorModule, HeadConfig
 from helpers import detector
 

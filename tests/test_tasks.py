@@ -35,7 +35,6 @@ from detector.tasks import (
 )
 from detector.tasks.nets import box_head, feature_side, single_object_head
 from detector.tasks.targets import largest_object, present_classes
-from detector.pictures import detection_grid, figure_to_array, show_labels
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = [LargestObjectClassifier, LargestBoxRegressor, SingleObjectDetector, MultiLabelClassifier]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,7 +16,7 @@ from detector.lr_finder import lr_range_test
 from detector.module import AnchorConfig, HeadConfig, LossConfig
 from detector.recipe import OneCycle, OptimizerConfig, Stage, StagedFreezing
 from detector.training.checkpoints import read_checkpoint
-from helpers import cli, datamodule, evaluate, final_weights, last_checkpoint, module, tiny_config, tiny_shapes, trainer
+from helpers import cli, datamodule, evaluate, last_checkpoint, module, tiny_config, tiny_shapes, trainer
 
 
 @pytest.fixture(scope="module")
