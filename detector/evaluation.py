@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import sys
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
@@ -25,7 +26,7 @@ if TYPE_CHECKING:  # the training dashboards import this module, and the detecto
     from detector.data.datamodule import DetectionDataModule
     from detector.module import DetectorModule
 
-__all__ = ["SPLITS", "evaluate", "format_table", "summarize"]
+__all__ = ["SPLITS", "Evaluation", "evaluate", "format_table", "summarize"]
 
 SPLITS = ("train", "val", "test")
 _SUMMARY_KEYS = ("map", "map_50", "map_75", "voc07_map_50", "voc_map_50")
@@ -54,23 +55,39 @@ def summarize(result: dict[str, Any], class_names: Sequence[str]) -> dict[str, A
     return summary
 
 
+@dataclass
+class Evaluation:
+    """What :func:`evaluate` found.
+
+    Attributes:
+        summary: the summary (module docstring) plus ``split``, ``json``, ``images`` (evaluated) and
+            ``skipped_images`` (ids of images unreadable under ``on_bad_record: skip``).
+        coco: the COCO results: ``image_id``, ``category_id`` (the JSON's id), ``bbox``
+            ``[x, y, w, h]`` in original-image pixels, ``score``, which pycocotools'
+            ``COCO.loadRes`` reads.
+        detections, ground_truths: per evaluated image, in the split's order, in original-image
+            pixels (what the curves of :mod:`detector.curves` take).
+        image_ids: the JSON's id of each of those images.
+    """
+
+    summary: dict[str, Any]
+    coco: list[dict[str, Any]]
+    detections: list[dict[str, torch.Tensor]]
+    ground_truths: list[dict[str, torch.Tensor]]
+    image_ids: list[int]
+
+
 @torch.no_grad()
 def evaluate(
     model: "DetectorModule", dm: "DetectionDataModule", split: str, device: torch.device | str = "cpu", progress: bool = True
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Run ``model`` over ``split`` of ``dm`` exactly as validation does (images only resized).
-
-    Returns:
-        The summary (module docstring) plus ``split``, ``json``, ``images`` (evaluated) and
-        ``skipped_images`` (ids of images unreadable under ``on_bad_record: skip``); and the COCO
-        results: ``image_id``, ``category_id`` (the JSON's id), ``bbox`` ``[x, y, w, h]`` in
-        original-image pixels, ``score``, which pycocotools' ``COCO.loadRes`` reads.
-    """
+) -> Evaluation:
+    """Run ``model`` over ``split`` of ``dm`` exactly as validation does (images only resized)."""
     dm.setup({"val": "validate", "test": "test"}.get(split, "fit"))
     loaded = dm.splits[split]
     metric = DetectionMetrics(model.num_classes).to(device)
     results: list[dict[str, Any]] = []
     skipped: list[int] = []
+    image_ids: list[int] = []
     model.eval().to(device)
     for batch in tqdm(dm.eval_dataloader(split), desc=f"eval {split}", file=sys.stderr, disable=not progress):
         skipped += batch["skipped_ids"].tolist()
@@ -79,6 +96,7 @@ def evaluate(
         batch = {k: v.to(device) for k, v in batch.items()}
         dets = to_pixels(model.detect(batch["images"]), batch["sizes"])
         metric.update(dets, targets_in_pixels(batch))
+        image_ids += batch["image_ids"].tolist()
         for image_id, det in zip(batch["image_ids"].tolist(), dets):
             boxes, scores, labels = xyxy_to_xywh(det["boxes"]).tolist(), det["scores"].tolist(), det["labels"].tolist()
             for box, score, label in zip(boxes, scores, labels):
@@ -92,7 +110,8 @@ def evaluate(
                 )
     summary = summarize(metric.compute(), model.class_names)
     summary.update(split=split, json=str(loaded.json_path), images=len(loaded.records) - len(skipped), skipped_images=skipped)
-    return summary, results
+    detections, ground_truths = metric.per_image()
+    return Evaluation(summary, results, detections, ground_truths, image_ids)
 
 
 def format_table(summary: dict[str, Any]) -> str:

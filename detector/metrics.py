@@ -8,9 +8,8 @@ Two families of numbers, both computed over the whole split:
   with the pycocotools backend.
 * **VOC** (Everingham et al. 2010, the devkit's ``VOCevaldet.m`` and its Python port
   ``voc_eval.py``): AP@0.5 per class, VOC2007's 11-point interpolation (``voc07``) and the
-  VOC2010+ all-point area under the monotone precision envelope (``voc``). Hand-written in
-  :func:`voc_evaluate`, because the devkit's matching rules (strict ``>``, max-IoU ground truth
-  taken even when already matched, "difficult" objects) are in no installed library.
+  VOC2010+ all-point area under the monotone precision envelope (``voc``), by the devkit's rules
+  (:mod:`detector.voc_ap`).
 
 Coordinates. Boxes are float xyxy, in pixels of the original image for numbers comparable with
 published VOC results. The devkit measures widths as ``x2 - x1 + 1`` on 1-based inclusive XML
@@ -48,153 +47,27 @@ from torchmetrics import Metric
 from torchmetrics.detection import MeanAveragePrecision
 from torchmetrics.utilities.data import dim_zero_cat
 
-from detector.boxes import box_iou
 from detector.private_apis import KeepsPerClassShape
+from detector.voc_ap import (  # noqa: F401 (the VOC functions are part of this module's interface)
+    Matches,
+    all_point_ap,
+    check_images,
+    class_precision_recall,
+    eleven_point_ap,
+    match_detections,
+    voc_evaluate,
+)
 
-__all__ = ["DetectionMetrics", "all_point_ap", "eleven_point_ap", "voc_evaluate"]
-
-
-def eleven_point_ap(recall: Tensor, precision: Tensor) -> Tensor:
-    """VOC2007 11-point interpolated AP (``VOCevaldet.m``; ``voc_ap(..., use_07_metric=True)``).
-
-    Args:
-        recall: ``(D,)`` float, non-decreasing, one entry per counted detection in score order.
-        precision: ``(D,)`` float, same length.
-
-    Returns:
-        ``()`` float: mean over ``t in {0, 0.1, ..., 1}`` of the best precision at recall ``>= t``
-        (0 where recall never reaches ``t``). ``t = k / 10`` exactly: voc_eval.py's
-        ``np.arange(0., 1.1, 0.1)`` makes e.g. ``0.30000000000000004``, which drops a recall of exactly 3/10.
-    """
-    zero = precision.new_zeros(())
-    points = [precision[recall >= k / 10].max() if (recall >= k / 10).any() else zero for k in range(11)]
-    return torch.stack(points).mean()
-
-
-def all_point_ap(recall: Tensor, precision: Tensor) -> Tensor:
-    """VOC2010+ AP: area under the monotone precision envelope (``VOCap.m``; ``voc_ap(..., False)``).
-
-    Args:
-        recall: ``(D,)`` float, non-decreasing, one entry per counted detection in score order.
-        precision: ``(D,)`` float, same length.
-
-    Returns:
-        ``()`` float: ``sum_i (r_i - r_{i-1}) * max_{j >= i} p_j`` with ``r_0 = 0``.
-    """
-    envelope = precision.flip(0).cummax(0).values.flip(0)  # (D,) best precision at this recall or beyond
-    steps = torch.diff(recall, prepend=recall.new_zeros(1))  # (D,)
-    return (steps * envelope).sum()
-
-
-def _check_images(
-    detections: list[dict[str, Tensor]], ground_truths: list[dict[str, Tensor]], num_classes: int
-) -> None:
-    """Fail loudly on malformed per-image dicts, naming the image index and the field."""
-    if len(detections) != len(ground_truths):
-        raise ValueError(
-            f"{len(detections)} detection dicts but {len(ground_truths)} ground-truth dicts: one each per image"
-        )
-    for i, (det, gt) in enumerate(zip(detections, ground_truths)):
-        named = (("detections", det, ("boxes", "scores", "labels")), ("ground truth", gt, ("boxes", "labels")))
-        for name, d, required in named:
-            missing = [k for k in required if k not in d]
-            if missing:
-                raise ValueError(f"image {i}: {name} lacks {missing} (has {sorted(d)})")
-            n = len(d["labels"])
-            if tuple(d["boxes"].shape) != (n, 4) or not d["boxes"].is_floating_point():
-                raise ValueError(
-                    f"image {i}: {name} boxes must be float ({n}, 4) for {n} labels, "
-                    f"got {d['boxes'].dtype} {tuple(d['boxes'].shape)}"
-                )
-            for k in ("scores", "difficult"):
-                if k in d and tuple(d[k].shape) != (n,):
-                    raise ValueError(f"image {i}: {name} {k} must have shape ({n},), got {tuple(d[k].shape)}")
-            if d["labels"].is_floating_point() or (n and (d["labels"].min() < 0 or d["labels"].max() >= num_classes)):
-                raise ValueError(
-                    f"image {i}: {name} labels must be integers in 0..{num_classes - 1} (drop padding label -1 first), "
-                    f"got {d['labels'].unique().tolist()}"
-                )
-
-
-def voc_evaluate(
-    detections: list[dict[str, Tensor]],
-    ground_truths: list[dict[str, Tensor]],
-    num_classes: int,
-    iou_threshold: float = 0.5,
-) -> dict[str, Any]:
-    """PASCAL VOC average precision per class, with the devkit's rules (``voc_eval.py``).
-
-    Per class, detections of the whole split are sorted by score, descending (ties keep input order).
-    Each is matched to the ground truth of that class in its image with the largest IoU; if that IoU
-    is strictly greater than ``iou_threshold`` (``ovmax > ovthresh``) it is a TP when the object is
-    not yet taken, an FP when it is (a duplicate), and ignored (neither) when the object is
-    difficult. Otherwise it is an FP. Difficult objects do not count as positives.
-
-    Args:
-        detections: per image, ``boxes (N, 4)`` float xyxy, ``scores (N,)``, ``labels (N,)`` int64 in ``0..C-1``.
-        ground_truths: per image, ``boxes (M, 4)`` float xyxy (same coordinates as the detections,
-            pixels for VOC), ``labels (M,)`` int64 in ``0..C-1``, optional ``difficult (M,)`` bool
-            (absent = none difficult).
-        num_classes: ``C``.
-        iou_threshold: the devkit's ``ovthresh``, 0.5 for VOC.
-
-    Returns:
-        ``{"voc07_ap": (C,) float64, "voc_ap": (C,) float64, "num_positives": (C,) int64,
-        "voc07_map": float, "voc_map": float}``: 11-point and all-point AP per class (NaN for a
-        class without non-difficult ground truth) and their means over the other classes (NaN if none).
-    """
-    _check_images(detections, ground_truths, num_classes)
-    if not detections:
-        raise ValueError("voc_evaluate needs at least one image")
-    # Per detection: its best same-class object in its own image (the devkit's jmax, ovmax), and
-    # from that whether it is ignored (a difficult object) and which object it claims (-1: none).
-    scores, labels, ignored, claim, gt_labels, gt_difficult = [], [], [], [], [], []
-    offset = 0  # index of this image's first object in the whole split
-    for det, gt in zip(detections, ground_truths):
-        difficult = gt.get("difficult", torch.zeros_like(gt["labels"])).bool()  # (M,)
-        iou = box_iou(det["boxes"].double(), gt["boxes"].double())  # (N, M)
-        iou[det["labels"][:, None] != gt["labels"][None, :]] = -1.0  # only objects of the detection's class
-        iou = torch.cat([iou, iou.new_full((len(iou), 1), -1.0)], dim=1)  # (N, M + 1): column M = "no object"
-        jmax = iou.argmax(dim=1)  # (N,) first maximum, as np.argmax
-        hit = iou.gather(1, jmax[:, None]).squeeze(1) > iou_threshold  # (N,) strict: ovmax > ovthresh
-        on_difficult = torch.cat([difficult, difficult.new_zeros(1)])[jmax]  # (N,)
-        ignored.append(hit & on_difficult)
-        claim.append(torch.where(hit & ~on_difficult, jmax + offset, -1))
-        scores.append(det["scores"].double())
-        labels.append(det["labels"].long())
-        gt_labels.append(gt["labels"].long())
-        gt_difficult.append(difficult)
-        offset += len(difficult)
-
-    order = torch.sort(torch.cat(scores), descending=True, stable=True).indices  # (D,) the split in score order
-    labels_s, ignored_s, claim_s = torch.cat(labels)[order], torch.cat(ignored)[order], torch.cat(claim)[order]
-    # The devkit's sequential loop, loop-free: an object's first claimant in score order is the TP,
-    # later claimants are duplicates (FP). Sorting by object with a stable sort keeps score order.
-    by_object = torch.sort(claim_s, stable=True).indices  # (D,)
-    first = torch.ones_like(ignored_s)  # (D,)
-    first[by_object[1:]] = claim_s[by_object[1:]] != claim_s[by_object[:-1]]
-    tp = (claim_s >= 0) & first  # (D,)
-
-    gt_labels_all, gt_difficult_all = torch.cat(gt_labels), torch.cat(gt_difficult)  # (G,), (G,)
-    num_positives = torch.bincount(gt_labels_all[~gt_difficult_all], minlength=num_classes)  # (C,)
-    ap07 = torch.full((num_classes,), float("nan"), dtype=torch.float64)
-    ap = ap07.clone()
-    for c in range(num_classes):
-        if num_positives[c] == 0:
-            continue
-        counted = (labels_s == c) & ~ignored_s  # (Dc,) ignored detections change neither TP nor FP
-        tp_c = tp[counted].double().cumsum(0)  # (Dc,)
-        fp_c = (~tp[counted]).double().cumsum(0)  # (Dc,)
-        recall = tp_c / num_positives[c]
-        precision = tp_c / (tp_c + fp_c)  # > 0 denominators: every counted detection is a TP or an FP
-        ap07[c], ap[c] = eleven_point_ap(recall, precision), all_point_ap(recall, precision)
-    return {
-        "voc07_ap": ap07,
-        "voc_ap": ap,
-        "num_positives": num_positives,
-        "voc07_map": ap07.nanmean().item(),
-        "voc_map": ap.nanmean().item(),
-    }
+__all__ = [
+    "DetectionMetrics",
+    "Matches",
+    "all_point_ap",
+    "check_images",
+    "class_precision_recall",
+    "eleven_point_ap",
+    "match_detections",
+    "voc_evaluate",
+]
 
 
 class DetectionMetrics(KeepsPerClassShape, Metric):
@@ -238,7 +111,7 @@ class DetectionMetrics(KeepsPerClassShape, Metric):
 
     def update(self, preds: list[dict[str, Tensor]], targets: list[dict[str, Tensor]]) -> None:
         """Append one batch: ``preds``/``targets`` as in the class docstring, one dict per image."""
-        _check_images(preds, targets, self.num_classes)
+        check_images(preds, targets, self.num_classes)
         if not preds:
             return
         self.det_boxes.append(torch.cat([p["boxes"].float() for p in preds]))  # (sum N, 4)
@@ -251,10 +124,13 @@ class DetectionMetrics(KeepsPerClassShape, Metric):
         self.gt_difficult.append(torch.cat([t.get("difficult", torch.zeros_like(t["labels"])).long() for t in targets]))
         self.gt_counts.append(torch.tensor([len(t["labels"]) for t in targets], device=self.device))  # (B,)
 
-    def _per_image(self) -> tuple[list[dict[str, Tensor]], list[dict[str, Tensor]]]:
-        """The states (lists, or tensors after a DDP sync) split back into per-image dicts, on the CPU."""
+    def per_image(self) -> tuple[list[dict[str, Tensor]], list[dict[str, Tensor]]]:
+        """Every image seen, as ``(detections, ground_truths)`` per-image dicts on the CPU, in the
+        format of :meth:`update` (``difficult`` always present): what :func:`voc_evaluate` and the
+        curves of :mod:`detector.curves` take. Under DDP, this process's images, or every rank's inside
+        ``with metric.sync_context():`` (as inside :meth:`compute`)."""
         if isinstance(self.det_counts, list) and not self.det_counts:
-            raise RuntimeError("DetectionMetrics.compute() called before any update(): no images to evaluate")
+            raise RuntimeError("DetectionMetrics has no images to evaluate: called before any update()")
         s = {name: dim_zero_cat(getattr(self, name)).cpu() for name in self._STATES}
         # .long()/.bool(): torchmetrics fills a rank without data with a float placeholder, which cat promotes.
         det_counts, gt_counts = s["det_counts"].long().tolist(), s["gt_counts"].long().tolist()
@@ -271,7 +147,7 @@ class DetectionMetrics(KeepsPerClassShape, Metric):
 
     def compute(self) -> dict[str, Any]:
         """COCO and VOC numbers over every image seen (all processes); keys in the class docstring."""
-        preds, targets = self._per_image()
+        preds, targets = self.per_image()
         C = self.num_classes
         # Fresh, unsynced: our own states are already gathered, syncing again would duplicate them.
         # COCO's own float64 thresholds: torchmetrics' defaults come from float32 torch.linspace
