@@ -16,11 +16,12 @@ $(STAMP): constraints.txt pyproject.toml
 
 install: $(STAMP)
 
-# The main job: generate the shapes data on first use, train configs/shapes.yaml, evaluate the best
-# checkpoint on the val split (prints the mAP table, writes runs/shapes/eval/metrics.json).
+# The main job: generate the shapes data on first use, train configs/shapes.yaml in a new run folder
+# runs/shapes/vN, evaluate its best checkpoint on the val split (prints the mAP table, writes
+# runs/shapes/vN/results/val/).
 train: $(STAMP)
 	$(VENV)/bin/detector train fit --config configs/shapes.yaml
-	$(VENV)/bin/detector eval --checkpoint runs/shapes/checkpoints/best.ckpt --split val --out runs/shapes/eval
+	$(VENV)/bin/detector eval --run shapes --split val
 
 # `make test` runs the fast suite; `make test-slow` the tests marked slow (over a minute each on a
 # 2-core CPU: multi-process DDP runs). CI (.ci/run) runs both.

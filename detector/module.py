@@ -25,6 +25,7 @@ from detector.model import build_ssd
 from detector.model.head import HeadConfig
 from detector.postprocess import PostprocessConfig, flip_merge, postprocess, to_pixels
 from detector.staged import StagedModule, to_config
+from detector.training.dashboard import ResultsFolder
 from detector.training.guards import batch_is_empty
 
 __all__ = ["AnchorConfig", "DetectorModule", "HeadConfig", "LossConfig", "PostprocessConfig"]
@@ -141,8 +142,15 @@ class DetectorModule(StagedModule):
             logs[f"{split}_ap50/{name}"] = torch.as_tensor(per_class["map_50"][i], dtype=torch.float32)
         self.log_dict(logs, sync_dist=False)  # already reduced over every process by torchmetrics
         self.last_metrics = {split: result}
+        if split == "val":  # every process's images, for the curves of the results folder
+            with metrics.sync_context():
+                self.last_validation = metrics.per_image()
         metrics.reset()
         self.val_loss.reset()
+
+    def configure_callbacks(self) -> list[Any]:
+        """:meth:`StagedModule.configure_callbacks`, and the results folder (:class:`ResultsFolder`)."""
+        return [*super().configure_callbacks(), ResultsFolder()]
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> list[dict[str, Tensor]]:
         """Per image: detections in original-image pixels plus its ``image_id``."""

@@ -38,6 +38,7 @@ __all__ = [
     "apply_freeze",
     "freeze_for_epoch",
     "lesson_stages",
+    "scale_stages",
     "stage_at_epoch",
     "total_epochs",
 ]
@@ -130,6 +131,28 @@ class Recipe:
 def total_epochs(stages: Sequence[Stage]) -> int:
     """The number of epochs the whole recipe lasts (the trainer's ``max_epochs``)."""
     return sum(s.epochs for s in stages)
+
+
+def scale_stages(stages: Sequence[Stage], epochs: int) -> list[Stage]:
+    """The recipe stretched or shrunk to ``epochs`` in all: each stage keeps its share of the run,
+    rounded by largest remainder so that the lengths sum to ``epochs``, and lasts at least one epoch.
+
+    Raises:
+        ConfigError: fewer epochs than stages.
+    """
+    if epochs < len(stages):
+        raise ConfigError(f"trainer.max_epochs {epochs}: the recipe has {len(stages)} stages, each needs an epoch")
+    total = total_epochs(stages)
+    exact = [s.epochs * epochs / total for s in stages]
+    lengths = [max(1, int(x)) for x in exact]
+    by_remainder = sorted(range(len(stages)), key=lambda i: (exact[i] - int(exact[i]), -i), reverse=True)
+    while sum(lengths) < epochs:  # hand the missing epochs to the largest remainders
+        for i in by_remainder:
+            if sum(lengths) < epochs:
+                lengths[i] += 1
+    while sum(lengths) > epochs:  # the one-epoch minimums overshot: take from the longest stage
+        lengths[max(range(len(stages)), key=lambda i: (lengths[i], -i))] -= 1
+    return [Stage(n, s.freeze, s.lr_mult) for n, s in zip(lengths, stages)]
 
 
 def stage_at_epoch(stages: Sequence[Stage], epoch: int) -> int:

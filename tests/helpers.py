@@ -98,12 +98,13 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def tiny_config(tmp_path: Path, root: Path, epochs: int = 2, extra_model: str = "", extra_data: str = "") -> Path:
-    """A debug-style YAML on the tiny data, checkpoints and CSV logs under tmp_path; ``extra_model``
-    and ``extra_data`` are YAML lines added to ``model.init_args`` and ``data``."""
+    """A debug-style YAML on the tiny data, its runs in ``tmp_path/runs/tiny/vN`` (:func:`run_path`);
+    ``extra_model`` and ``extra_data`` are YAML lines added to ``model.init_args`` and ``data``."""
     config = tmp_path / "tiny.yaml"
     config.write_text(
         f"""
 seed_everything: 3
+run: {{root: {tmp_path}/runs, name: tiny}}
 trainer:
   accelerator: cpu
   devices: 1
@@ -143,6 +144,11 @@ data:
 """
     )
     return config
+
+
+def run_path(root: Path, version: int = 1) -> Path:
+    """The run folder a :func:`tiny_config` written into ``root`` trains into: ``root/runs/tiny/vN``."""
+    return root / "runs" / "tiny" / f"v{version}"
 
 
 def last_checkpoint(folder: Path) -> ModelCheckpoint:

@@ -34,7 +34,7 @@ from detector.recipe import Stage
 from detector.training.checkpoints import read_checkpoint
 from detector.evaluation import evaluate, format_table
 from detector.training.guards import NonFiniteLossError, NonFiniteWeightsError
-from helpers import REPO, cli, datamodule, detector, final_weights, last_checkpoint, module, tiny_config, tiny_shapes, trainer
+from helpers import REPO, cli, datamodule, detector, final_weights, last_checkpoint, module, run_path, tiny_config, tiny_shapes, trainer
 from helpers import evaluate as eval_cli
 
 KILLED = -signal.SIGKILL  # subprocess's returncode for a child that died of SIGKILL
@@ -61,16 +61,15 @@ def uninterrupted(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def csv_rows(root: Path) -> list[dict[str, str]]:
-    """Every row of the run's (only) CSV log."""
-    versions = sorted((root / "csv").iterdir())
-    assert [v.name for v in versions] == ["version_0"], versions  # a resumed run writes on in the same one
-    return list(csv.DictReader(open(versions[0] / "metrics.csv")))
+    """Every row of the run's (only) CSV log: a resumed run writes on in the same run folder."""
+    assert [p.name for p in (root / "runs" / "tiny").iterdir()] == ["v1"]
+    return list(csv.DictReader(open(run_path(root) / "csv" / "metrics.csv")))
 
 
 def assert_same_run(full: Path, resumed: Path) -> None:
     """Bit-identical final weights, and the same CSV log: every row the full run logged (train
     losses per step, val metrics per epoch), those from before the interruption included."""
-    wa, wb = final_weights(full / "checkpoints" / "last.ckpt"), final_weights(resumed / "checkpoints" / "last.ckpt")
+    wa, wb = final_weights(run_path(full) / "checkpoints" / "last.ckpt"), final_weights(run_path(resumed) / "checkpoints" / "last.ckpt")
     assert wa.keys() == wb.keys()
     assert all(torch.equal(wa[k], wb[k]) for k in wa), [k for k in wa if not torch.equal(wa[k], wb[k])][:5]
     a, b = csv_rows(full), csv_rows(resumed)
@@ -89,7 +88,7 @@ def test_sigkill_or_crash_mid_epoch_then_resume_equals_uninterrupted_run(tiny: P
     kill = [f"--trainer.callbacks+=tests.crash.{how}", "--trainer.callbacks.init_args.epoch=1", "--trainer.callbacks.init_args.batch=2"]
     r = cli("fit", "--config", str(config), *kill, cwd=tmp_path)
     assert r.returncode == returncode, r.stderr[-3000:]
-    assert read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["epoch"] == 0  # epoch 1 was half done
+    assert read_checkpoint(run_path(tmp_path) / "checkpoints" / "last.ckpt")["epoch"] == 0  # epoch 1 was half done
 
     r = cli("fit", "--config", str(config), "--ckpt_path", "last", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -111,9 +110,9 @@ def test_resume_with_ema_equals_uninterrupted_run(tiny: Path, tmp_path: Path):
     r = cli("fit", "--config", str(config), *ema, "--ckpt_path", "last", cwd=resumed)
     assert r.returncode == 0, r.stderr[-3000:]
     assert_same_run(full, resumed)  # the averages (the checkpoints' state_dict) and the logs
-    raw = [read_checkpoint(root / "checkpoints" / "last.ckpt")["current_model_state"] for root in (full, resumed)]
+    raw = [read_checkpoint(run_path(root) / "checkpoints" / "last.ckpt")["current_model_state"] for root in (full, resumed)]
     assert all(torch.equal(raw[0][k], raw[1][k]) for k in raw[0])
-    average = read_checkpoint(full / "checkpoints" / "last.ckpt")["state_dict"]
+    average = read_checkpoint(run_path(full) / "checkpoints" / "last.ckpt")["state_dict"]
     assert any(not torch.equal(average[k], raw[0][k]) for k in raw[0] if raw[0][k].is_floating_point())
 
 
@@ -124,7 +123,7 @@ def test_sigkill_while_writing_last_ckpt_keeps_the_previous_one(tiny: Path, unin
     kill = ["--trainer.callbacks+=tests.crash.KillDuringSave", "--trainer.callbacks.init_args.nth=2"]
     r = cli("fit", "--config", str(config), *kill, cwd=tmp_path)
     assert r.returncode == KILLED, r.stderr[-3000:]
-    folder = tmp_path / "checkpoints"
+    folder = run_path(tmp_path) / "checkpoints"
     last = folder / "last.ckpt"
     partial = list(folder.glob(".last.ckpt.*.partial"))
     assert len(partial) == 1 and partial[0].stat().st_size == 1 << 20  # killed 1 MiB into the write
@@ -319,13 +318,13 @@ def test_skip_mode_trains_on_past_images_that_go_bad_mid_run(tiny_copy: Path, tm
 
 
 def test_eval_py_leaves_out_and_lists_images_gone_bad_under_skip(tiny_copy: Path, uninterrupted: Path):
-    model = DetectorModule.load_from_checkpoint(uninterrupted / "checkpoints" / "last.ckpt", map_location="cpu")
+    model = DetectorModule.load_from_checkpoint(run_path(uninterrupted) / "checkpoints" / "last.ckpt", map_location="cpu")
     dm = datamodule(tiny_copy, train_json=None, batch_size=2, on_bad_record="skip")
     dm.setup("validate")
     gone = dm.splits["val"].records[2:4]  # the whole second batch
     for record in gone:
         record.path.unlink()
-    metrics, _ = evaluate(model, dm, "val", torch.device("cpu"))
+    metrics = evaluate(model, dm, "val", torch.device("cpu")).summary
     assert metrics["skipped_images"] == [r.image_id for r in gone] and metrics["images"] == 5
     assert "5 images" in format_table(metrics) and "2 skipped as unreadable" in format_table(metrics)
 
@@ -355,7 +354,7 @@ def test_last_ckpt_is_written_after_every_epoch_even_without_improvement(tiny: P
 def fit_poisoned(tmp_path: Path, poison: PoisonAt, **trainer_kw) -> tuple[L.Trainer, Path]:
     """A trainer for 3 epochs of 2 steps with ``poison``, saving ``last.ckpt`` every epoch."""
     stages = [Stage(3, "none")]
-    folder = tmp_path / "checkpoints"
+    folder = run_path(tmp_path) / "checkpoints"
     checkpoints = last_checkpoint(folder)
     t = trainer(
         tmp_path, stages, callbacks=[poison, checkpoints], enable_checkpointing=True, num_sanity_val_steps=0,
@@ -432,7 +431,7 @@ def test_bad_configuration_is_refused_before_training_in_one_line(tiny: Path, tm
     lines = [line for line in err.splitlines() if line.startswith("detector train: ")]
     assert len(lines) == 1 and re.search(message, lines[0]), err[-3000:]
     assert "Traceback" not in err
-    assert not (tmp_path / "checkpoints").exists()  # nothing trained
+    assert not (tmp_path / "runs" / "tiny").exists() or not any((tmp_path / "runs" / "tiny").iterdir())  # nothing left
 
 
 def test_recipe_naming_a_missing_group_is_refused_in_python_too():
@@ -445,7 +444,8 @@ def test_recipe_naming_a_missing_group_is_refused_in_python_too():
 
 
 def last_val(root: Path, name: str) -> dict[str, str]:
-    rows = list(csv.DictReader(open(next((root / name).glob("version_*/metrics.csv")))))
+    """The last val/* row a ``validate`` of the run logged with a CSV logger called ``name``."""
+    rows = list(csv.DictReader(open(run_path(root) / "validate" / name / "metrics.csv")))
     return {k: v for k, v in rows[-1].items() if k.startswith("val/")}
 
 
@@ -459,10 +459,11 @@ def test_ddp_checkpoint_evaluates_every_image_once_in_one_or_two_processes_and_i
     r = cli("fit", "--config", str(config), *ddp, cwd=tmp_path)  # the recipe freezes the body in stage 0
     assert r.returncode != 0 and "stages[0] freezes layer groups" in r.stderr, r.stderr[-3000:]
     assert "set trainer.strategy to ddp_find_unused_parameters_true" in r.stderr
-    assert not (tmp_path / "checkpoints").exists()
+    assert "Initializing distributed" not in r.stderr  # refused before any process started
+    assert not (tmp_path / "runs" / "tiny").exists() or not any((tmp_path / "runs" / "tiny").iterdir())
     r = cli("fit", "--config", str(config), "--trainer.devices=2", "--trainer.strategy=ddp_find_unused_parameters_true", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
-    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    ckpt = run_path(tmp_path) / "checkpoints" / "last.ckpt"
     results = {}
     for devices in (1, 2):
         args = ["validate", "--config", str(config), "--ckpt_path", str(ckpt), f"--trainer.logger.init_args.name=validate{devices}"]
@@ -496,15 +497,17 @@ def test_non_finite_loss_on_one_ddp_process_stops_every_process_at_that_step(tin
     assert r.returncode != 0
     step = "non-finite training loss at global step 2 (epoch 1, batch 0)"
     assert f"{step} on process 0 of 2 (another process's loss was non-finite; this one's was finite)" in r.stderr, r.stderr[-3000:]
-    assert_last_good(tmp_path / "checkpoints" / "last.ckpt", epoch=0)
+    assert_last_good(run_path(tmp_path) / "checkpoints" / "last.ckpt", epoch=0)
 
 
 def test_eval_py_post_processing_can_be_overridden_and_is_recorded(uninterrupted: Path, tmp_path: Path):
-    ckpt = str(uninterrupted / "checkpoints" / "last.ckpt")
+    ckpt = str(run_path(uninterrupted) / "checkpoints" / "last.ckpt")
     common = ["--checkpoint", ckpt, "--batch-size", "4", "--workers", "0"]
     base = eval_cli(*common, "--out", str(tmp_path / "base"))
     strict = eval_cli(*common, "--out", str(tmp_path / "strict"), "--nms-iou", "0.1", "--score-threshold", "0.5")
     assert base["postprocess"]["iou_threshold"] == 0.4 and base["postprocess"]["score_threshold"] == 0.01
+    written = {p.name for p in (tmp_path / "base").iterdir()}  # the results folder, beside the numbers
+    assert {"PR_curve.png", "F1_curve.png", "confusion_matrix.png", "predictions.png", "detections.json"} <= written
     assert strict["postprocess"]["iou_threshold"] == 0.1 and strict["postprocess"]["score_threshold"] == 0.5
     counted = {name: json.loads((tmp_path / name / "detections.json").read_text()) for name in ("base", "strict")}
     assert len(counted["base"]) > len(counted["strict"]) and min(d["score"] for d in counted["base"]) >= 0.01
@@ -525,7 +528,7 @@ def test_checkpoint_of_another_configuration_is_refused_clearly(tiny: Path, unin
     """In fit and validate (other anchors, other class names), and in detector eval (other classes in
     the data, another task, hparams that do not describe the weights, a file cut short): one line,
     exit status 2."""
-    ckpt = uninterrupted / "checkpoints" / "last.ckpt"
+    ckpt = run_path(uninterrupted) / "checkpoints" / "last.ckpt"
     config = tiny_config(tmp_path, tiny, epochs=2)  # the checkpoint's configuration, but for what each case changes
 
     code, err = in_process_cli(["fit", "--config", str(config), "--ckpt_path", str(ckpt), "--model.init_args.anchors.grids=[4,2,1]"])

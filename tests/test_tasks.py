@@ -484,7 +484,7 @@ def test_config_trains_through_the_training_cli_and_predicts(name: str, tiny: Pa
     ])
     assert isinstance(cli.model, cls) and cli.model.class_names == CLASS_NAMES
     assert metric in cli.trainer.callback_metrics
-    checkpoint = tmp_path / "runs" / name / "checkpoints" / "last.ckpt"
+    checkpoint = tmp_path / "runs" / name / "v1" / "checkpoints" / "last.ckpt"
     assert isinstance(load_model(checkpoint), cls)
     out = tmp_path / "predicted"
     assert main(["--checkpoint", str(checkpoint), "--images", str(two_images), "--out", str(out)]) == 0

@@ -15,15 +15,16 @@ __all__ = ["main"]
 
 DESCRIPTION = """Evaluate a checkpoint on a split: print the mAP table, write metrics.json and detections.json.
 
-  detector eval --checkpoint runs/shapes/checkpoints/best.ckpt --split val --out runs/shapes/eval
+  detector eval --run shapes --split val             (the newest run named shapes: its best.ckpt)
+  detector eval --checkpoint runs/shapes/v2/checkpoints/best.ckpt --split test
   detector eval --checkpoint CKPT --data configs/lesson9_ssd.yaml --split test --out out/voc_test
   detector eval --checkpoint CKPT --json my_test.json --image-dir my_images --out out/mine
 
 The data comes from the checkpoint (the data it was trained with), from another config's data
 section (--data), or from any COCO-format JSON and image folder (--json, --image-dir). Images are
-only resized, exactly as in validation. metrics.json holds COCO mAP, mAP@0.5, mAP@0.75, the VOC
-APs and per-class APs; detections.json the COCO results in original-image pixels, which
-pycocotools reads."""
+only resized, exactly as in validation. The results go to the run's results/SPLIT folder (or
+--out): metrics.json with COCO mAP, mAP@0.5, mAP@0.75, the VOC APs and per-class APs, and
+detections.json, the COCO results in original-image pixels, which pycocotools reads."""
 
 
 def _data_args(args: argparse.Namespace, checkpoint: dict[str, Any], model: Any) -> dict[str, Any]:
@@ -52,12 +53,17 @@ def _data_args(args: argparse.Namespace, checkpoint: dict[str, Any], model: Any)
 
 def main(argv: Sequence[str]) -> int:
     parser = Parser(prog="detector eval", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="a .ckpt written by detector train")
+    parser.add_argument("--checkpoint", help="a .ckpt written by detector train (or give --run)")
+    parser.add_argument("--run", help="a run's name (its newest version with the checkpoint) or NAME/vN: its best.ckpt")
+    parser.add_argument("--runs", default="runs", help="the folder of the runs (default: runs)")
+    parser.add_argument("--which", default="best", choices=("best", "last"), help="with --run: which checkpoint")
     parser.add_argument("--split", default="val", choices=("train", "val", "test"))
     parser.add_argument("--data", help="a config whose data section replaces the checkpoint's")
     parser.add_argument("--json", help="a COCO-format JSON to evaluate on (as --split)")
     parser.add_argument("--image-dir", help="the folder the JSON's file names resolve against")
-    parser.add_argument("--out", required=True, help="folder for metrics.json and detections.json")
+    parser.add_argument(
+        "--out", help="folder for the results (default: the run's results/SPLIT folder)"
+    )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... or auto (a GPU when there is one)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=1, help="processes decoding images")
@@ -68,17 +74,31 @@ def main(argv: Sequence[str]) -> int:
         help="test-time augmentation: average each image's and its mirror image's predictions (default: the checkpoint's)",
     )
     args = parser.parse_args(argv)
+    if (args.checkpoint is None) == (args.run is None):
+        parser.error("give --checkpoint FILE or --run NAME, one of them")
     for flag, value in (("--nms-iou", args.nms_iou), ("--score-threshold", args.score_threshold)):
         if value is not None and not 0.0 <= value <= 1.0:
             parser.error(f"{flag} must be in [0, 1]; got {value}")
 
     from detector.data.datamodule import DetectionDataModule
     from detector.errors import ConfigError
+    from detector.data.image import load_image
     from detector.evaluation import evaluate, format_table
+    from detector.results import predictions_figure, write_results
     from detector.loading import load_detector, resolve_device
     from detector.training.checkpoints import read_checkpoint
+    from detector.training.runs import find_run, run_of_checkpoint
 
     device = resolve_device(args.device)
+    if args.run is not None:
+        name, _, version = args.run.partition("/v")
+        run = find_run(args.runs, name, f"{args.which}.ckpt", int(version) if version.isdigit() else None)
+        args.checkpoint = str(run.checkpoints / f"{args.which}.ckpt")
+    if args.out is None:
+        folder = run_of_checkpoint(Path(args.checkpoint))
+        if folder is None:
+            parser.error(f"--out is needed: {args.checkpoint} lies in no run folder")
+        args.out = str(folder.path / "results" / args.split)
     model = load_detector(args.checkpoint)
     if args.nms_iou is not None:
         model.post_cfg.iou_threshold = args.nms_iou
@@ -89,14 +109,22 @@ def main(argv: Sequence[str]) -> int:
     dm = DetectionDataModule(**_data_args(args, read_checkpoint(args.checkpoint), model))
     if dm.class_names != model.class_names:
         raise ConfigError(f"the data's classes {dm.class_names} differ from the checkpoint's {model.class_names}")
-    metrics, results = evaluate(model, dm, args.split, device)
+    found = evaluate(model, dm, args.split, device)
+    metrics = found.summary
     metrics["checkpoint"] = str(args.checkpoint)
     metrics["postprocess"] = asdict(model.post_cfg)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    (out / "detections.json").write_text(json.dumps(results) + "\n")
+    (out / "detections.json").write_text(json.dumps(found.coco) + "\n")
+    records = {r.image_id: r for r in dm.splits[args.split].records}
+    shown = [load_image(records[i].path) for i in found.image_ids[:8]]
+    picture = predictions_figure(
+        shown, found.detections, found.ground_truths, model.class_names, model.post_cfg.picture_score_threshold
+    )
+    log = run_of_checkpoint(Path(args.checkpoint))
+    log = log.path / "csv" / "metrics.csv" if log is not None else None
+    written = write_results(out, found.detections, found.ground_truths, model.class_names, metrics, log, picture)
     print(format_table(metrics))
-    print(f"\nwrote {out / 'metrics.json'} and {out / 'detections.json'} ({len(results)} detections)")
+    print(f"\nwrote {len(written) + 1} files to {out}: " + ", ".join(p.name for p in written) + f", detections.json ({len(found.coco)} detections)")
     return 0

@@ -14,7 +14,9 @@ interrupted run's versions.
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -22,8 +24,9 @@ from typing import Any, Sequence
 import torch
 from jsonargparse import ArgumentError, DefaultHelpFormatter
 from lightning.pytorch import Trainer
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
+from detector.cli.runs import place_run, refuse_plain_ddp, size_recipe, summary
 from detector.config import add_links, check_model_section
 from detector.data.datamodule import DetectionDataModule
 from detector.errors import CheckpointError, ConfigError
@@ -31,6 +34,7 @@ from detector.lr_finder import lr_range_test
 from detector.private_apis import ConfigDecidesModel
 from detector.staged import StagedModule
 from detector.training.checkpoints import read_checkpoint
+from detector.training.runs import INHERITED, RunConfig, RunFolder
 
 __all__ = ["DetectorCLI", "DetectorTrainer", "main"]
 
@@ -43,16 +47,6 @@ DESCRIPTION = """Train, validate, test or predict with a config, or find a learn
 
 Any value of the config can be changed on the command line, e.g. --data.batch_size 16.
 Run "detector train fit --help" for every option."""
-
-
-def _total_epochs(stages: Any) -> int:
-    """Sum of the recipe's stage lengths, whether jsonargparse hands over dicts or Namespaces."""
-
-    def epochs(stage: Any) -> int:
-        stage = getattr(stage, "init_args", stage)
-        return stage["epochs"] if isinstance(stage, dict) else stage.epochs
-
-    return sum(epochs(s) for s in stages)
 
 
 class _HelpFormatter(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -89,48 +83,53 @@ class DetectorTrainer(Trainer):
         return result.suggestion
 
 
+class RunConfigFile(SaveConfigCallback):
+    """Saves the resolved config as ``config.yaml`` at the top of the run's folder."""
+
+    def save_config(self, trainer: Trainer, pl_module: Any, stage: str) -> None:
+        if trainer.is_global_zero:
+            path = Path(trainer.default_root_dir) / self.config_filename
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(self.parser.dump(self.config, skip_none=False))
+
+
 class DetectorCLI(ConfigDecidesModel, LightningCLI):
-    """LightningCLI with the links of :func:`detector.config.add_links`, ``lr_find``, the checks
-    before instantiation, and loggers that continue a resumed run."""
+    """LightningCLI with the links of :func:`detector.config.add_links`, ``lr_find``, run folders
+    (:mod:`detector.cli.runs`), the checks before instantiation, and loggers that continue a
+    resumed run. ``predict`` is ``detector predict``'s job."""
+
+    run: RunFolder | None = None
+    run_is_new = False
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
-        return {**LightningCLI.subcommands(), "lr_find": {"model", "datamodule"}}
+        commands = {**LightningCLI.subcommands(), "lr_find": {"model", "datamodule"}}
+        commands.pop("predict")
+        return commands
 
     def add_arguments_to_parser(self, parser: Any) -> None:
         # The DataModule shards its data itself under DDP (no padded duplicates in evaluation).
         parser.set_defaults({"trainer.use_distributed_sampler": False})
+        parser.add_class_arguments(RunConfig, "run")
         add_links(parser)
-        parser.link_arguments("model.init_args.stages", "trainer.max_epochs", compute_fn=_total_epochs)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
         problems = check_model_section(config.model.as_dict()) if config.get("model") else []
         if problems:
             raise ConfigError("; ".join(problems))
-        path = _resolve_checkpoint(config.ckpt_path, config.trainer) if config.get("ckpt_path") else None
-        if path is None:
+        size_recipe(config)
+        refuse_plain_ddp(config)
+        files = [str(f) for f in config.get("config") or []]
+        DetectorCLI.run, DetectorCLI.run_is_new = self.run, self.run_is_new = place_run(config, self.subcommand, files)
+        if not config.get("ckpt_path"):
             return
         try:
-            checkpoint = read_checkpoint(path)
+            checkpoint = read_checkpoint(config.ckpt_path)
         except CheckpointError as e:
             raise CheckpointError(f"--ckpt_path {e}") from None
         if self.subcommand == "fit":
             continue_logger_runs(config, checkpoint)
-
-
-def _resolve_checkpoint(ckpt_path: str, trainer_config: Any) -> Path | None:
-    """``ckpt_path`` as a file: ``last`` means ``last.ckpt`` in a ModelCheckpoint's ``dirpath``."""
-    if ckpt_path not in ("last", "best", "hpc", "registry"):
-        return Path(ckpt_path)
-    if ckpt_path != "last":
-        return None
-    for callback in trainer_config.get("callbacks") or []:
-        if "ModelCheckpoint" in str(callback.get("class_path", "")):
-            dirpath = callback.get("init_args", {}).get("dirpath")
-            if dirpath and (Path(dirpath) / "last.ckpt").is_file():
-                return Path(dirpath) / "last.ckpt"
-    return None
 
 
 def continue_logger_runs(config: Any, checkpoint: dict[str, Any]) -> None:
@@ -158,7 +157,8 @@ def cli(args: Sequence[str] | None = None, **kwargs: Any) -> DetectorCLI:
         DetectionDataModule,
         subclass_mode_model=True,
         trainer_class=DetectorTrainer,
-        save_config_kwargs={"overwrite": True},
+        save_config_callback=RunConfigFile,
+        save_config_kwargs={"overwrite": True, "save_to_log_dir": False},
         auto_configure_optimizers=False,  # the module's discriminative groups + recipe schedule
         parser_kwargs={
             "description": DESCRIPTION,
@@ -173,16 +173,31 @@ def cli(args: Sequence[str] | None = None, **kwargs: Any) -> DetectorCLI:
 
 
 def main(argv: Sequence[str]) -> int:
-    """``detector train ARGS``: a configuration mistake is one line and status 2.
+    """``detector train ARGS``: a configuration mistake is one line and status 2; a run that stops
+    before it wrote a checkpoint leaves no folder behind; the end says what was written.
 
     ``sys.argv`` is left as it is: Lightning's DDP launcher starts the other processes with it
     (``detector train ...``, ``python train.py ...``), so LightningCLI gets ``argv`` explicitly."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within Python")
-        try:
-            cli(argv)
-        except ArgumentError as e:
-            raise ConfigError(_readable(e)) from None
+    if argv and argv[0] == "predict":
+        raise ConfigError("predicting is detector predict --checkpoint CKPT --images PATH --out DIR (pictures and detections.json)")
+    DetectorCLI.run = None
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within Python")
+            try:
+                done = cli(argv)
+            except ArgumentError as e:
+                raise ConfigError(_readable(e)) from None
+    except BaseException:
+        run = DetectorCLI.run
+        if run is not None and DetectorCLI.run_is_new and not any(run.checkpoints.glob("*.ckpt")):
+            shutil.rmtree(run.path, ignore_errors=True)
+        raise
+    finally:
+        os.environ.pop(INHERITED, None)
+    if done.run is not None and done.trainer.is_global_zero and done.subcommand != "lr_find":
+        split = "test" if done.datamodule.jsons.get("test") else "val"
+        print(summary(done.run, done.trainer, done.subcommand, split))
     return 0
 
 

@@ -1,5 +1,7 @@
-"""What the dashboards show beyond the logged numbers: pictures of the validation predictions and
-the per-class table."""
+"""What the dashboards and the run folder show beyond the logged numbers: pictures of the
+validation predictions and the metrics table (:class:`ValidationPictures`), the precision-recall
+curves and confusion matrix at each validation, and the results folder at the end of a fit
+(:class:`ResultsFolder`)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from PIL import Image
 from detector.evaluation import format_table, summarize
 from detector.training.loggers import CSVLogger
 
-__all__ = ["ValidationPictures"]
+__all__ = ["ResultsFolder", "ValidationPictures"]
 
 
 class ValidationPictures(L.Callback):
@@ -26,6 +28,7 @@ class ValidationPictures(L.Callback):
     def __init__(self, num_images: int = 8) -> None:
         self.num_images = num_images
         self._sample: dict[str, Any] | None = None
+        self.last_picture: Any = None  # the latest grid, (H, W, 3) uint8: the results folder's predictions.png
 
     def on_validation_batch_end(
         self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
@@ -58,7 +61,7 @@ class ValidationPictures(L.Callback):
 
         s, self._sample = self._sample, None
         fig = detection_grid(s["images"], s["preds"], s["targets"], pl_module.class_names)
-        picture = figure_to_array(fig)
+        picture = self.last_picture = figure_to_array(fig)
         metrics = getattr(pl_module, "last_metrics", {}).get("val")
         table = format_table(summarize(metrics, pl_module.class_names)) if metrics else None
         step, epoch = trainer.global_step, trainer.current_epoch
@@ -77,3 +80,58 @@ class ValidationPictures(L.Callback):
                 Image.fromarray(picture).save(out / f"val_epoch{epoch:03d}.png")
                 if table:
                     (out / f"per_class_ap_epoch{epoch:03d}.md").write_text(table + "\n")
+
+
+def _log_figure(trainer: L.Trainer, tag: str, picture: Any) -> None:
+    """An ``(H, W, 3)`` uint8 picture to TensorBoard and wandb (the CSV log keeps no pictures)."""
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_image(tag, picture, trainer.global_step, dataformats="HWC")
+        elif isinstance(logger, WandbLogger):
+            logger.log_image(tag, [picture], step=trainer.global_step)
+
+
+class ResultsFolder(L.Callback):
+    """At each validation, the precision-recall curves and the confusion matrix go to TensorBoard
+    and wandb; at the end of a fit, the last validation's results folder is written into the run's
+    folder (``results/val``, :func:`detector.results.write_results`), with the training curves of
+    the CSV log and the last :class:`ValidationPictures` grid. The detector's model gives it
+    itself (:meth:`detector.module.DetectorModule.configure_callbacks`)."""
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+        found = getattr(pl_module, "last_validation", None)
+        if trainer.sanity_checking or not trainer.is_global_zero or found is None:
+            return
+        if not any(isinstance(lg, (TensorBoardLogger, WandbLogger)) for lg in trainer.loggers):
+            return
+        from detector.pictures import figure_to_array
+        from detector.results import result_figures
+
+        figures = result_figures(*found, pl_module.class_names)
+        for name in ("PR_curve", "confusion_matrix_normalized"):
+            _log_figure(trainer, f"val/{name}", figure_to_array(figures.pop(name)))
+        import matplotlib.pyplot as plt
+
+        for fig in figures.values():
+            plt.close(fig)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+        found = getattr(pl_module, "last_validation", None)
+        if not trainer.is_global_zero or found is None:
+            return
+        from detector.results import write_results
+
+        log = None
+        for logger in trainer.loggers:
+            logger.save()
+            if isinstance(logger, (CSVLogger, LightningCSVLogger)):
+                log = Path(logger.log_dir) / "metrics.csv"
+        grid = next((cb.last_picture for cb in trainer.callbacks if isinstance(cb, ValidationPictures)), None)
+        predictions = None
+        if grid is not None:
+            import matplotlib.pyplot as plt
+
+            predictions = plt.figure(figsize=(grid.shape[1] / 100, grid.shape[0] / 100), dpi=100)
+            predictions.figimage(grid)
+        summary = summarize(pl_module.last_metrics["val"], pl_module.class_names) if "val" in pl_module.last_metrics else None
+        write_results(Path(trainer.default_root_dir) / "results" / "val", *found, pl_module.class_names, summary, log, predictions)
