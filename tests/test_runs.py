@@ -77,17 +77,20 @@ def test_a_run_that_fails_before_its_first_step_leaves_nothing(tiny, tmp_path, t
 @pytest.mark.parametrize("epochs, lengths", [(5, [1, 4]), (2, [1, 1]), (9, [2, 7])])
 def test_max_epochs_scales_every_stage_and_the_schedule_follows(tiny, tmp_path, train, epochs, lengths):
     """--trainer.max_epochs N on the tiny recipe (1 + 3 epochs): each stage keeps its share; the
-    resolved config shows the stages; the learning rate's course is a native N-epoch recipe's."""
+    resolved config shows the stages; the learning rate's course is a native N-epoch recipe's.
+    With 2 epochs, the short flags: --epochs N and --name NAME."""
     recipe = [Stage(1, "body"), Stage(3, "none", 0.5)]
     assert [s.epochs for s in scale_stages(recipe, epochs)] == lengths
     config = tiny_config(tmp_path, tiny, epochs=4)
-    code, err = train("fit", "--config", str(config), "--trainer.max_epochs", str(epochs), "--data.batch_size", "8",
-                      "--trainer.limit_val_batches", "0")
+    length = ["--epochs", str(epochs), "--name", "short"] if epochs == 2 else ["--trainer.max_epochs", str(epochs)]
+    code, err = train("fit", "--config", str(config), *length, "--data.batch_size", "8", "--trainer.limit_val_batches", "0")
     assert code == 0, err[-3000:]
-    resolved = yaml.safe_load((run_path(tmp_path) / "config.yaml").read_text())
+    run = tmp_path / "runs" / "short" / "v1" if epochs == 2 else run_path(tmp_path)
+    assert sorted(p.name for p in run.parent.parent.iterdir()) == [run.parent.name]
+    resolved = yaml.safe_load((run / "config.yaml").read_text())
     assert [s["epochs"] for s in resolved["model"]["init_args"]["stages"]] == lengths
     assert resolved["trainer"]["max_epochs"] == epochs
-    assert read_checkpoint(run_path(tmp_path) / "checkpoints" / "last.ckpt")["epoch"] == epochs - 1
+    assert read_checkpoint(run / "checkpoints" / "last.ckpt")["epoch"] == epochs - 1
     native = OneCycle(tuple(Stage(n, s.freeze, s.lr_mult) for n, s in zip(lengths, recipe)), steps_per_epoch=2)
     scaled = OneCycle(tuple(scale_stages(recipe, epochs)), steps_per_epoch=2)
     assert [scaled(i) for i in range(2 * epochs + 1)] == [native(i) for i in range(2 * epochs + 1)]

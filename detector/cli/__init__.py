@@ -17,8 +17,8 @@ __all__ = ["COMMANDS", "Parser", "main", "run", "shim"]
 
 # name -> (module, one line of help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("detector.cli.train", "train, validate, test or predict with a config; find a learning rate"),
-    "eval": ("detector.cli.eval", "evaluate a checkpoint on a split: the mAP table, metrics.json, detections.json"),
+    "train": ("detector.cli.train", "train, validate or test with a config in a versioned run folder; find a learning rate"),
+    "eval": ("detector.cli.eval", "evaluate a run or checkpoint on a split: the mAP table and the results folder (curves, confusion matrix)"),
     "predict": ("detector.cli.predict", "detect objects in image files: pictures and detections.json"),
     "inspect": ("detector.cli.inspect", "draw a config's anchors, matches or batches, or a checkpoint's predictions"),
     "export": ("detector.cli.export", "export a checkpoint to ONNX"),

@@ -38,15 +38,20 @@ from detector.training.runs import INHERITED, RunConfig, RunFolder
 
 __all__ = ["DetectorCLI", "DetectorTrainer", "main"]
 
-DESCRIPTION = """Train, validate, test or predict with a config, or find a learning rate.
+DESCRIPTION = """Train, validate or test with a config, or find a learning rate.
 
-  detector train fit --config configs/shapes.yaml
-  detector train fit --config configs/shapes.yaml --ckpt_path last     (resume)
+  detector train fit --config configs/shapes.yaml                       (a new run: runs/shapes/vN)
+  detector train fit --config configs/shapes.yaml --epochs 5 --name try (the recipe scaled to 5 epochs)
+  detector train fit --config configs/shapes.yaml --ckpt_path last      (resume the newest run)
   detector train validate --config configs/shapes.yaml --ckpt_path best
   detector train lr_find --config configs/shapes.yaml
 
-Any value of the config can be changed on the command line, e.g. --data.batch_size 16.
-Run "detector train fit --help" for every option."""
+--name NAME is --run.name NAME and --epochs N is --trainer.max_epochs N. Any value of the config
+can be changed on the command line, e.g. --data.batch_size 16. Run "detector train fit --help" for
+every option."""
+
+# The short flags a user of ultralytics or mmdetection reaches for first, and the options they stand for.
+ALIASES = {"--name": "--run.name", "--epochs": "--trainer.max_epochs"}
 
 
 class _HelpFormatter(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -180,6 +185,7 @@ def main(argv: Sequence[str]) -> int:
     (``detector train ...``, ``python train.py ...``), so LightningCLI gets ``argv`` explicitly."""
     if argv and argv[0] == "predict":
         raise ConfigError("predicting is detector predict --checkpoint CKPT --images PATH --out DIR (pictures and detections.json)")
+    argv = [_alias(a) for a in argv]
     DetectorCLI.run = None
     try:
         with warnings.catch_warnings():
@@ -199,6 +205,12 @@ def main(argv: Sequence[str]) -> int:
         split = "test" if done.datamodule.jsons.get("test") else "val"
         print(summary(done.run, done.trainer, done.subcommand, split))
     return 0
+
+
+def _alias(arg: str) -> str:
+    """``--epochs 5`` / ``--epochs=5`` -> ``--trainer.max_epochs ...``; other arguments unchanged."""
+    flag, eq, value = arg.partition("=")
+    return ALIASES[flag] + eq + value if flag in ALIASES else arg
 
 
 def _readable(error: ArgumentError) -> str:
