@@ -8,6 +8,7 @@ benches: the batched code in ``detector`` must agree with it. Nothing here calls
 
 Where the lesson is undefined, this file states the project's choice: an image without objects
 has ``loc = 0`` (the lesson's mean over zero positives is NaN) and all-background class targets.
+Every tensor made here is on its inputs' device, so the loops run on a GPU too (``bench/gpu.py``).
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ def match_one(anchors: Anchors, boxes: Tensor, labels: Tensor, threshold: float 
     """One image's ``(boxes (n, 4), labels (n,))`` real objects -> ``(pos (A,), gt_idx (A,), gt_overlap (A,))``."""
     A = len(anchors)
     if len(labels) == 0:
-        return torch.zeros(A, dtype=torch.bool), torch.zeros(A, dtype=torch.long), torch.zeros(A, dtype=boxes.dtype)
+        zeros = boxes.new_zeros(A)
+        return zeros.bool(), zeros.long(), zeros
     overlaps = jaccard(boxes, anchors.xyxy.to(boxes))
     gt_overlap, gt_idx = map_to_ground_truth(overlaps)
     return gt_overlap > threshold, gt_idx, gt_overlap
@@ -70,7 +72,8 @@ def match_one(anchors: Anchors, boxes: Tensor, labels: Tensor, threshold: float 
 
 def bce_loss(logits: Tensor, gt_clas: Tensor, num_classes: int, focal: bool, alpha: float, gamma: float) -> Tensor:
     """The lesson's ``BCE_Loss`` / ``FocalLoss``: ``(A, C)`` logits, ``(A,)`` class with C = background."""
-    t = torch.eye(num_classes + 1, dtype=logits.dtype)[gt_clas][:, :-1]  # drop the background column
+    eye = torch.eye(num_classes + 1, dtype=logits.dtype, device=logits.device)
+    t = eye[gt_clas][:, :-1]  # drop the background column
     bce = F.binary_cross_entropy_with_logits(logits, t, reduction="none")
     if focal:  # the lesson's get_weight, left in the graph: PyTorch 0.3 multiplied it in, differentiably
         p = logits.sigmoid()
@@ -99,8 +102,8 @@ def ssd_1_loss(
         gt_clas = labels[gt_idx].clone()
         gt_bbox = boxes[gt_idx]
     else:
-        gt_clas = torch.zeros(len(anchors), dtype=torch.long)
-        gt_bbox = torch.zeros(len(anchors), 4, dtype=box_deltas.dtype)
+        gt_clas = labels.new_zeros(len(anchors))
+        gt_bbox = box_deltas.new_zeros(len(anchors), 4)
     gt_clas[~pos] = num_classes
     has_positives = bool(pos.any())
     loc = (a_ic[pos] - gt_bbox[pos]).abs().mean() if has_positives else box_deltas.sum() * 0
@@ -168,11 +171,12 @@ def postprocess(
             ids = nms(cand, scores, iou_threshold, topk_per_class)
             det_boxes.append(cand[ids])
             det_scores.append(scores[ids])
-            det_labels.append(torch.full((len(ids),), cl, dtype=torch.long))
+            det_labels.append(torch.full((len(ids),), cl, dtype=torch.long, device=cand.device))
         if det_scores:
             boxes_b, scores_b, labels_b = torch.cat(det_boxes), torch.cat(det_scores), torch.cat(det_labels)
         else:
-            boxes_b, scores_b, labels_b = boxes[:0], conf_scores[0, :0], torch.zeros(0, dtype=torch.long)
+            no_labels = torch.zeros(0, dtype=torch.long, device=boxes.device)
+            boxes_b, scores_b, labels_b = boxes[:0], conf_scores[0, :0], no_labels
         order = scores_b.argsort(descending=True)[:max_per_image]
         out.append({"boxes": boxes_b[order], "scores": scores_b[order], "labels": labels_b[order]})
     return out
