@@ -192,6 +192,7 @@ class SSDLoss(nn.Module):
             )
         if labels.numel() and int(labels.max()) >= C:
             raise ValueError(f"labels must be < C = {C} (the number of classes); got {int(labels.max())}")
+        box_deltas = box_deltas.to(torch.promote_types(box_deltas.dtype, torch.float32))  # fp16/bf16 -> float32
         targets = match(anchors, boxes, labels, self.iou_threshold)
         b, a = targets.positive.nonzero(as_tuple=True)  # (P,) each: image and anchor of every positive
 

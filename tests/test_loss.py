@@ -204,3 +204,16 @@ def test_torch_compile_gives_the_same_loss_and_gradients():
             torch.testing.assert_close(got[name], want[name], rtol=1e-5, atol=1e-6)
         for g, w in zip(_grads(got, cls_logits, box_deltas), _grads(want, cls_logits, box_deltas)):
             torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_the_loss_of_low_precision_activations_is_computed_in_float32(dtype):
+    """Under autocast the head gives bf16/fp16 logits and box deltas: the loss takes both as they
+    come and computes in float32 (the same value as on their float32 copies), its gradients in their dtype."""
+    cls_logits, box_deltas, anchors, boxes, labels = _batch(3, dtype=torch.float32)
+    low = [t.detach().to(dtype).requires_grad_() for t in (cls_logits, box_deltas)]
+    got = SSDLoss()(*low, anchors, boxes, labels)
+    want = SSDLoss()(*(t.detach().float() for t in low), anchors, boxes, labels)
+    assert got["loss"].dtype == torch.float32
+    torch.testing.assert_close(got["loss"], want["loss"], rtol=1e-6, atol=0)
+    assert [g.dtype for g in _grads(got, *low)] == [dtype, dtype]
