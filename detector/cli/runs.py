@@ -97,7 +97,7 @@ def place_run(config: Namespace, subcommand: str, config_files: list[str]) -> tu
     root = Path(run_cfg.get("root") or "runs")
     ckpt = config.get("ckpt_path")
     created = False
-    if os.environ.get(INHERITED):  # a process the run's own DDP launcher started
+    if os.environ.get(INHERITED) and os.environ.get("LOCAL_RANK", "0") != "0":  # started by the run's DDP launcher
         path = Path(os.environ[INHERITED])
         run = RunFolder(path.parent.parent, path.parent.name, int(path.name[1:]))
         if ckpt in ("last", "best"):
@@ -114,7 +114,7 @@ def place_run(config: Namespace, subcommand: str, config_files: list[str]) -> tu
     else:
         run, created = shared_new_run(root, name), True
     _point_into(config, run, subcommand)
-    os.environ[INHERITED] = str(run.path)  # for the processes Lightning's launcher starts
+    os.environ[INHERITED] = str(run.path.resolve())  # for the processes Lightning's launcher starts
     return run, created
 
 
