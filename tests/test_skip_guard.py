@@ -49,7 +49,7 @@ def test_skip_refuses_above_the_fraction_and_passes_below(tmp_path: Path, bad: i
 
 def test_datamodule_refuses_before_training_and_takes_a_larger_fraction(tmp_path: Path):
     path = hundred_images(tmp_path, bad=6)
-    kw = dict(image_dir=str(tmp_path / "images"), train_json=str(path), on_bad_record="skip", num_workers=0)
+    kw = {"image_dir": str(tmp_path / "images"), "train_json": str(path), "on_bad_record": "skip", "num_workers": 0}
     with pytest.raises(BadRecordError, match="would skip 6 of 100 images"):
         DetectionDataModule(**kw).setup("fit")
     data = DetectionDataModule(**kw, max_skipped_fraction=0.1)
@@ -71,7 +71,7 @@ def test_skipped_counts_are_logged_for_the_dashboards(tmp_path: Path):
 
 
 def test_flip_can_be_left_out():
-    kinds = lambda pipeline: [type(t) for t in pipeline.transforms]  # noqa: E731
+    kinds = lambda pipeline: [type(t) for t in pipeline.transforms]
     for preset in ("lesson", "strong", "ssd"):
         assert A.HorizontalFlip in kinds(build_pipeline(preset, 32))
         assert A.HorizontalFlip not in kinds(build_pipeline(preset, 32, flip=False))

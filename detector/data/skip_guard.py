@@ -12,7 +12,7 @@ would teach the model that the object is background), so both shares are checked
 from __future__ import annotations
 
 from collections import Counter
-from typing import Sequence
+from collections.abc import Sequence
 
 from detector.data.records import LoadedSplit
 from detector.errors import BadRecordError, ConfigError

@@ -19,11 +19,17 @@ import json
 import logging
 import re
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
-from detector.data.importers.source import Problem, Source, SourceBox, SourceImage, split_of_folder
+from detector.data.importers.source import (
+    Problem,
+    Source,
+    SourceBox,
+    SourceImage,
+    split_of_folder,
+)
 from detector.data.records import load_records
 from detector.errors import BadRecordError, MissingFileError
 

@@ -33,8 +33,8 @@ __all__ = ["TARGET_STEPS", "write_config"]
 
 TARGET_STEPS = 360
 BATCH = 16
-SMALL = dict(image_size=320, grids=[20, 10, 5, 3, 1], dropout=0.1)  # configs/bccd.yaml
-LARGE = dict(image_size=256, grids=[8, 4, 2, 1], dropout=0.2)  # configs/raccoon.yaml
+SMALL = {"image_size": 320, "grids": [20, 10, 5, 3, 1], "dropout": 0.1}  # configs/bccd.yaml
+LARGE = {"image_size": 256, "grids": [8, 4, 2, 1], "dropout": 0.2}  # configs/raccoon.yaml
 
 
 def _small_objects(images: list[SourceImage]) -> tuple[bool, str]:

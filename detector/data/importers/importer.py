@@ -25,7 +25,11 @@ from detector.data.importers.splits import SplitPlan, plan_splits
 from detector.data.importers.voc_xml import looks_like_voc, read_voc
 from detector.data.importers.writing import summary, write_jsons
 from detector.data.importers.yolo_txt import find_yaml, looks_like_yolo, read_yolo
-from detector.data.skip_guard import DEFAULT_MAX_SKIPPED_FRACTION, check_fraction, check_skipped
+from detector.data.skip_guard import (
+    DEFAULT_MAX_SKIPPED_FRACTION,
+    check_fraction,
+    check_skipped,
+)
 from detector.errors import BadRecordError, ConfigError, MissingFileError
 
 __all__ = ["FORMATS", "Imported", "detect_format", "import_dataset", "read_source"]

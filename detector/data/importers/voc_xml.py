@@ -117,7 +117,7 @@ def read_voc(root: Path, classes: list[str] | None = None) -> Source:
     Args:
         root: the dataset folder.
         classes: the class names in label order; an object of another class is a bad record.
-            Default: VOC's 20 in VOC order when every name is one, else the names found, sorted.
+            Default: the names found, sorted (VOC's order when they are VOC's 20 classes).
     """
     units = _units(root)
     problems: list[Problem] = []
@@ -160,7 +160,7 @@ def read_voc(root: Path, classes: list[str] | None = None) -> Source:
         with_xml = {stem.lower() for stem in stems}
         unannotated += sum(n not in used and Path(n).stem.lower() not in with_xml for n in by_name.values())
     found = {obj.name for ann, _, _ in parsed for obj in ann.objects}
-    names = list(classes) if classes else list(VOC_CLASSES) if found and found <= set(VOC_CLASSES) else sorted(found)
+    names = list(classes) if classes else list(VOC_CLASSES) if found == set(VOC_CLASSES) else sorted(found)
     for ann, path, split in parsed:
         size, trouble = read_size(path)
         if size is None:
@@ -178,8 +178,8 @@ def read_voc(root: Path, classes: list[str] | None = None) -> Source:
                 continue
             xyxy, was_clipped, trouble = clip_box(_box(obj.box), *size)
             if trouble:
-                bad.append((f"{where}: {trouble} (xmin, ymin, xmax, ymax = {tuple(_plain(v) for v in obj.box)}, "
-                            f"image {size[0]} x {size[1]})", trouble))
+                corners = tuple(_plain(v) for v in obj.box)
+                bad.append((f"{where}: {trouble} (xmin, ymin, xmax, ymax = {corners}, image {size[0]} x {size[1]})", trouble))
                 continue
             if was_clipped:
                 clipped.append(where)
