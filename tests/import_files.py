@@ -68,16 +68,26 @@ def voc(root: Path, layout: str, sizes: bool = True) -> Path:
     return root
 
 
-def yolo(root: Path) -> Path:
-    """The ultralytics layout: data.yaml, images/{split}, labels/{split} (no label file for the negative)."""
+def yolo(root: Path, layout: str = "ultralytics") -> Path:
+    """YOLO txt: ``ultralytics`` (data.yaml with names {id: name}; images/{split}, labels/{split}),
+    ``roboflow`` (data.yaml with ``train: ../train/images`` and a names list; {split}/images,
+    {split}/labels) or ``bare`` (images/ + labels/ + classes.txt, no split). No label file for the negative."""
     for k, (stem, ext, w, h, split, boxes) in enumerate(TRUTH):
-        image(root / "images" / split / (stem + ext), w, h, boxes, k)
+        images, labels = {"ultralytics": (f"images/{split}", f"labels/{split}"), "bare": ("images", "labels"),
+                          "roboflow": (f"{FOLDER[split]}/images", f"{FOLDER[split]}/labels")}[layout]
+        image(root / images / (stem + ext), w, h, boxes, k)
         if boxes:
             lines = [f"{CLASSES.index(n)} {(x0 + x1) / 2 / w} {(y0 + y1) / 2 / h} {(x1 - x0) / w} {(y1 - y0) / h}"
                      for n, x0, y0, x1, y1 in boxes]
-            (root / "labels" / split).mkdir(parents=True, exist_ok=True)
-            (root / "labels" / split / f"{stem}.txt").write_text("\n".join(lines) + "\n")
-    data = {"path": ".", "train": "images/train", "val": "images/val", "test": "images/test", "names": dict(enumerate(CLASSES))}
+            (root / labels).mkdir(parents=True, exist_ok=True)
+            (root / labels / f"{stem}.txt").write_text("\n".join(lines) + "\n")
+    if layout == "ultralytics":
+        data = {"path": ".", "train": "images/train", "val": "images/val", "test": "images/test", "names": dict(enumerate(CLASSES))}
+    elif layout == "roboflow":
+        data = {"train": "../train/images", "val": "../valid/images", "test": "../test/images", "nc": 2, "names": CLASSES}
+    else:
+        (root / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+        return root
     (root / "data.yaml").write_text(yaml.safe_dump(data))
     return root
 

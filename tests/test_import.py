@@ -9,6 +9,7 @@ from pathlib import Path
 import import_files
 import numpy as np
 import pytest
+import yaml
 from conftest import shared_path
 from helpers import detector
 
@@ -22,7 +23,7 @@ from detector.errors import BadRecordError, MissingFileError
 def imported(out: Path) -> tuple[dict[str, list], dict[str, str]]:
     """The written JSONs as {stem: sorted [(class, x0, y0, x1, y1)]} and {stem: split}, read back by
     load_records against the image_dir the config names."""
-    image_dir = read_config(out / "config.yaml").data.image_dir
+    image_dir = yaml.safe_load((out / "config.yaml").read_text())["data"]["image_dir"]
     boxes, splits = {}, {}
     for path in sorted(out.glob(f"{out.name}_*.json")):
         split = path.stem.rsplit("_", 1)[1]
@@ -60,10 +61,17 @@ def test_voc_layouts_import_to_the_same_records(tmp_path: Path, layout: str):
         assert json.loads((tmp_path / "pets" / "pets_val.json").read_text())["images"][0]["file_name"] == "valid/f.jpg"
 
 
-def test_yolo_data_yaml_imports_to_the_same_records(tmp_path: Path):
-    done = import_dataset(import_files.yolo(tmp_path / "src"), tmp_path / "pets")
+@pytest.mark.parametrize("layout", ["ultralytics", "roboflow", "bare"])
+def test_yolo_imports_to_the_same_records(tmp_path: Path, layout: str):
+    done = import_dataset(import_files.yolo(tmp_path / "src", layout), tmp_path / "pets")
     assert done.source.format == "yolo" and done.source.class_names == ["cat", "dog"]
-    assert_truth(tmp_path / "pets", splits_kept=True)
+    assert_truth(tmp_path / "pets", splits_kept=layout != "bare")
+
+
+def test_coco_json_file_with_its_image_folder(tmp_path: Path):
+    root = import_files.coco(tmp_path / "src")
+    done = import_dataset(root / "train" / "_annotations.coco.json", tmp_path / "pets", images=root / "train", test_fraction=0.2)
+    assert [len(json.loads(p.read_text())["images"]) for p in done.jsons.values()] == [3, 1, 1]
 
 
 def test_coco_imports_to_the_same_records(tmp_path: Path):
