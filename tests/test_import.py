@@ -149,6 +149,20 @@ def test_skip_leaves_out_bad_images_unless_too_many(tmp_path: Path):
     assert "e" not in imported(tmp_path / "pets")[0]
 
 
+def test_a_box_without_extent_is_dropped_and_counted_the_image_kept(tmp_path: Path):
+    """A click without a drag (VOC xmin = xmax + 1, i.e. x0 = x1; YOLO w = 0) loses that box only."""
+    root = import_files.voc(tmp_path / "voc", "one_folder")
+    import_files.voc_xml(root / "e.xml", "e.jpg", (48, 36), [("cat", 20, 10, 20, 30), ("cat", 2, 3, 12, 14)])
+    done = import_dataset(root, tmp_path / "pets")
+    assert f"boxes dropped, without extent (x1 <= x0 or y1 <= y0): 1 ({root / 'e.xml'} object 0 (cat)" in done.summary
+    assert imported(tmp_path / "pets")[0]["e"] == [("cat", 2.0, 3.0, 12.0, 14.0)]
+    yolo = import_files.yolo(tmp_path / "yolo")
+    (yolo / "labels" / "train" / "e.txt").write_text("0 0.5 0.5 0.0 0.5\n1 0.5 0.5 0.5 0.5\n")
+    done = import_dataset(yolo, tmp_path / "pets2")
+    assert f"without extent (x1 <= x0 or y1 <= y0): 1 ({yolo / 'labels' / 'train' / 'e.txt'} line 1" in done.summary
+    assert [b[0] for b in imported(tmp_path / "pets2")[0]["e"]] == [done.source.class_names[1]]
+
+
 def test_wrong_size_is_reported_and_the_images_used(tmp_path: Path):
     root = import_files.voc(tmp_path / "src", "one_folder")
     import_files.voc_xml(root / "e.xml", "e.jpg", (480, 360), [("cat", 20, 10, 40, 30)])

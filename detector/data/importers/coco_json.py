@@ -149,4 +149,4 @@ def read_coco(root: Path, images: Path | None = None, check_files: bool = True) 
             out.append(SourceImage(record.path, record.width, record.height, boxes, split, f"{path} image id {record.image_id}"))
     notes = [f"categories {sorted(unused_parents)} left out: no box uses them and they are the supercategory of the others"] if unused_parents else []
     layout = ", ".join(f"{(s + ': ') if s else ''}{p.relative_to(base) if p.is_relative_to(base) else p}" for s, p in jsons.items())
-    return Source("coco", base, layout, out, names, problems, clipped, notes)
+    return Source("coco", base, layout, out, names, problems, clipped, notes=notes)

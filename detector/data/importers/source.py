@@ -8,7 +8,8 @@ YOLO's normalised centre and size times the image's size). The writer turns them
 JSON that :mod:`detector.data.records` reads, which uses the same convention.
 
 A box that reaches over the image's edge is clipped to it (counted: ``clipped``). A box with no
-extent, or wholly outside the image, is a bad record, like an unknown class, a malformed line, an
+extent (a click without a drag in a labelling tool) is dropped and counted (``dropped``); a box
+wholly outside the image is a bad record, like an unknown class, a malformed line, an
 image that cannot be decoded or a label file without an image: each :class:`Problem` names the file
 and the record, and condemns its whole image (an image that loses one object would teach the model
 that the object is background).
@@ -89,6 +90,7 @@ class Source:
     class_names: list[str]
     problems: list[Problem] = field(default_factory=list)
     clipped: list[str] = field(default_factory=list)  # one entry per clipped box, naming it
+    dropped: list[str] = field(default_factory=list)  # one entry per box without extent, naming it
     notes: list[str] = field(default_factory=list)  # what was changed or left out, and why
 
 

@@ -124,6 +124,7 @@ def read_voc(root: Path, classes: list[str] | None = None) -> Source:
     images: list[SourceImage] = []
     notes: list[str] = []
     clipped: list[str] = []
+    dropped: list[str] = []
     missing_size, wrong_size, unlisted, unannotated = 0, [], 0, 0
     parsed: list[tuple[VocAnnotation, Path, str | None]] = []
     for unit in units:
@@ -179,6 +180,9 @@ def read_voc(root: Path, classes: list[str] | None = None) -> Source:
             xyxy, was_clipped, trouble = clip_box(_box(obj.box), *size)
             if trouble:
                 corners = tuple(_plain(v) for v in obj.box)
+                if trouble == "box without extent":  # dropped, the image kept: a click without a drag
+                    dropped.append(f"{where} {corners}")
+                    continue
                 bad.append((f"{where}: {trouble} (xmin, ymin, xmax, ymax = {corners}, image {size[0]} x {size[1]})", trouble))
                 continue
             if was_clipped:
@@ -197,7 +201,7 @@ def read_voc(root: Path, classes: list[str] | None = None) -> Source:
     if unannotated:
         notes.append(f"{unannotated} image(s) without an XML: left out (give each an XML without objects to keep it as a negative)")
     layout = "; ".join(f"{u.split + '/: ' if u.split else ''}{u.described}" for u in units)
-    return Source("voc", root, layout, images, names, problems, clipped, notes)
+    return Source("voc", root, layout, images, names, problems, clipped, dropped, notes)
 
 
 def _plain(v: float) -> int | float:

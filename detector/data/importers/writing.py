@@ -96,6 +96,8 @@ def summary(source: Source, plan: SplitPlan, written: dict[str, Path], image_dir
     if difficult:
         lines.append(f"  difficult (ignored in evaluation): {difficult} boxes")
     lines.append(f"  boxes clipped to their image: {len(source.clipped)}" + (f" ({_first(source.clipped)})" if source.clipped else ""))
+    if source.dropped:
+        lines.append(f"  boxes dropped, without extent (x1 <= x0 or y1 <= y0): {len(source.dropped)} ({_first(source.dropped)})")
     if source.problems:
         lost = {p.image: p.boxes for p in source.problems if p.image}
         reasons = ", ".join(f"{n} {r}" for r, n in Counter(p.reason for p in source.problems).most_common())

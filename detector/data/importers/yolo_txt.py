@@ -135,8 +135,9 @@ def _bare(root: Path) -> tuple[list[str], dict[str | None, list[Path]], str]:
     return names, splits, f"{name_file.name}: {described}"
 
 
-def _parse(label: Path, names: list[str], size: tuple[int, int], clipped: list[str]) -> tuple[list[SourceBox], list[tuple[str, str]]]:
-    """One label file -> (boxes, [(problem, reason)])."""
+def _parse(label: Path, names: list[str], size: tuple[int, int], clipped: list[str],
+           dropped: list[str]) -> tuple[list[SourceBox], list[tuple[str, str]]]:
+    """One label file -> (boxes, [(problem, reason)]); a box without extent is dropped (named in ``dropped``)."""
     boxes, bad = [], []
     for n, line in enumerate(label.read_text().splitlines(), 1):
         parts = line.split()
@@ -156,6 +157,9 @@ def _parse(label: Path, names: list[str], size: tuple[int, int], clipped: list[s
             continue
         width, height = size
         xyxy, was_clipped, trouble = clip_box(((cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height), width, height)
+        if trouble == "box without extent":
+            dropped.append(f"{where} ({' '.join(parts[1:])})")
+            continue
         if trouble:
             bad.append((f"{where}: {trouble} (cx cy w h = {' '.join(parts[1:])}, image {width} x {height})", trouble))
             continue
@@ -178,6 +182,7 @@ def read_yolo(root: Path) -> Source:
     problems: list[Problem] = []
     images: list[SourceImage] = []
     clipped: list[str] = []
+    dropped: list[str] = []
     seen: dict[Path, str | None] = {}
     label_dirs: dict[Path, str | None] = {}
     for split, paths in splits.items():
@@ -193,7 +198,7 @@ def read_yolo(root: Path) -> Source:
             if size is None:
                 problems.append(Problem(f"{path}: {trouble}", "image cannot be decoded", str(path), count, split))
                 continue
-            boxes, bad = _parse(label, names, size, clipped) if label.is_file() else ([], [])
+            boxes, bad = _parse(label, names, size, clipped, dropped) if label.is_file() else ([], [])
             problems += [Problem(m, r, str(path), count, split) for m, r in bad]
             if not bad:
                 images.append(SourceImage(path, size[0], size[1], boxes, split, str(label)))
@@ -204,4 +209,4 @@ def read_yolo(root: Path) -> Source:
                 problems.append(Problem(f"{label}: a label file without an image (no {label.stem}.* among the images)",
                                         "label file without an image", str(label), _lines(label), split))
     split_names = [s for s in SPLITS if s in splits]
-    return Source("yolo", root, layout + (f" (splits: {', '.join(split_names)})" if split_names else ""), images, names, problems, clipped)
+    return Source("yolo", root, layout + (f" (splits: {', '.join(split_names)})" if split_names else ""), images, names, problems, clipped, dropped)
