@@ -280,7 +280,9 @@ def test_datamodule_skip_mode(coco_json: Path):
     (coco_json.parent / "images" / "c.jpg").unlink()
     with pytest.raises(BadRecordError, match="image id 12"):
         datamodule(coco_json).setup("fit")
-    dm = datamodule(coco_json, on_bad_record="skip")
+    with pytest.raises(BadRecordError, match="would skip 1 of 3 images"):  # a third: above max_skipped_fraction
+        datamodule(coco_json, on_bad_record="skip").setup("fit")
+    dm = datamodule(coco_json, on_bad_record="skip", max_skipped_fraction=0.5)
     dm.setup("fit")
     assert len(dm.splits["train"].records) == 2
 

@@ -192,7 +192,9 @@ def test_bad_json_is_named_or_skipped(tiny_copy: Path, damage: str, message: str
         with pytest.raises(BadRecordError, match=message):
             datamodule(tiny_copy, on_bad_record="skip").setup("fit")
         return
-    dm = datamodule(tiny_copy, on_bad_record="skip")
+    with pytest.raises(BadRecordError, match=r"would skip 1 of 16 images \(6\.2%\)"):  # above max_skipped_fraction
+        datamodule(tiny_copy, on_bad_record="skip").setup("fit")
+    dm = datamodule(tiny_copy, on_bad_record="skip", max_skipped_fraction=0.1)
     with caplog.at_level(logging.WARNING):
         dm.setup("fit")
     assert 3 not in {r.image_id for r in dm.splits["train"].records}

@@ -14,6 +14,7 @@ __all__ = ["main"]
 
 DESCRIPTION = """Get data into the layout training reads: one COCO-format JSON per split and an image folder.
 
+  detector data import PATH --out data/NAME               VOC XML, YOLO txt or COCO JSON -> JSONs + config.yaml
   detector data shapes --root data/shapes                 the synthetic default (2,000 + 400 images)
   detector data download-voc --root data/voc              PASCAL VOC 2007 and the course's JSONs (online)
   detector data convert-voc --devkit DIR --out data/NAME  any VOCdevkit folder (Annotations, ImageSets, JPEGImages)"""
@@ -36,6 +37,19 @@ def main(argv: Sequence[str]) -> int:
     convert.add_argument("--out", type=Path, required=True, help="folder for the JSONs")
     convert.add_argument("--splits", nargs="+", default=None, help="default: those of train, val, trainval, test that have a split file")
     convert.add_argument("--classes", nargs="+", default=None, help="the categories in this order (default: VOC's or sorted)")
+    imp = commands.add_parser("import", help="a labelled folder (VOC XML, YOLO txt, COCO JSON) -> the JSONs and a ready config.yaml")
+    imp.add_argument("path", type=Path, help="the dataset's folder (or a COCO .json, or a YOLO data.yaml)")
+    imp.add_argument("--out", type=Path, required=True, help="folder for the JSONs, split.json and config.yaml (data/NAME)")
+    imp.add_argument("--format", choices=("auto", "voc", "yolo", "coco"), default="auto")
+    imp.add_argument("--name", default=None, help="the dataset's and its runs' name (default: --out's folder name)")
+    imp.add_argument("--val-fraction", type=float, default=None, help="share of all images for a val split the source lacks (0.15)")
+    imp.add_argument("--test-fraction", type=float, default=None, help="share of all images for a test split the source lacks (0.15)")
+    imp.add_argument("--seed", type=int, default=0, help="seed of the stratified split")
+    imp.add_argument("--on-bad-record", choices=("error", "skip"), default="error", help="skip: leave out the images of bad records")
+    imp.add_argument("--max-skipped-fraction", type=float, default=0.05, help="skip refuses to leave out more of a split's images or boxes")
+    imp.add_argument("--no-flip", dest="flip", action="store_false", help="no horizontal flip in training (text, digits: not mirror-symmetric)")
+    imp.add_argument("--classes", nargs="+", default=None, help="VOC: the class names in label order (default: sorted)")
+    imp.add_argument("--images", type=Path, default=None, help="COCO: the image folder (default: found beside the JSON)")
     args = parser.parse_args(argv)
     if args.command == "shapes":
         from detector.data.shapes import ensure_shapes, summary
@@ -48,6 +62,14 @@ def main(argv: Sequence[str]) -> int:
         from detector.data.download import download_voc2007
 
         download_voc2007(args.root)
+    elif args.command == "import":
+        from detector.data.importers.importer import import_dataset
+
+        done = import_dataset(args.path, args.out, args.format, args.name, args.val_fraction, args.test_fraction, args.seed,
+                              args.on_bad_record, args.max_skipped_fraction, args.flip, args.classes, args.images)
+        print(done.summary)
+        print(f"wrote {', '.join(str(p) for p in done.jsons.values())}, {args.out / 'split.json'}, {done.config}")
+        print(f"next: detector train fit --config {done.config}")
     else:
         from detector.data.voc import convert_devkit
 

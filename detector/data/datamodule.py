@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Sampler
 from detector.data.dataset import DetectionDataset, collate_detections
 from detector.data.records import LoadedSplit, OnBadRecord, load_records, read_class_names
 from detector.data.samplers import EpochSampler, ShardSampler
+from detector.data.skip_guard import DEFAULT_MAX_SKIPPED_FRACTION, check_fraction, check_split
 from detector.data.transforms import IMAGENET_MEAN, IMAGENET_STD, AugmentPreset, DetectionTransform
 from detector.errors import BadRecordError, ConfigError, MissingFileError
 from detector.private_apis import uses_distributed_sampler
@@ -62,6 +63,11 @@ class DetectionDataModule(L.LightningDataModule):
             ``cache=ram``; :mod:`detector.speed.image_cache`): later epochs skip the JPEG decode.
             ``setup`` logs the memory it takes and refuses it when that exceeds what is available.
         on_bad_record: ``"error"`` or ``"skip"`` (see ``detector.data.records``).
+        max_skipped_fraction: under ``on_bad_record="skip"``, a split of which more than this share
+            of the images or of the boxes would be skipped is refused before training starts
+            (:mod:`detector.data.skip_guard`): no silent partial runs.
+        flip: the train presets' random left-right flip; ``false`` for classes that are not mirror
+            images of themselves (text, digits, left/right signs).
         seed: base seed of the shuffle order and of every sample's augmentation.
         generate: a :class:`ShapesSpec` (YAML: ``generate: {}`` for the defaults, or
             ``{n_train: 64, n_val: 16}``) writes the synthetic shapes dataset into the folder of
@@ -89,11 +95,14 @@ class DetectionDataModule(L.LightningDataModule):
         std: tuple[float, float, float] = IMAGENET_STD,
         cache_images: bool = False,
         on_bad_record: OnBadRecord = "error",
+        max_skipped_fraction: float = DEFAULT_MAX_SKIPPED_FRACTION,
+        flip: bool = True,
         seed: int = 0,
         generate: Optional[ShapesSpec] = None,
     ):
         super().__init__()
         self.save_hyperparameters()
+        check_fraction(max_skipped_fraction)
         self.generate = ShapesSpec(**generate) if isinstance(generate, dict) else generate
         self.jsons: dict[Split, Optional[str]] = {"train": train_json, "val": val_json, "test": test_json}
         self.splits: dict[Split, LoadedSplit] = {}
@@ -190,6 +199,8 @@ class DetectionDataModule(L.LightningDataModule):
                 f"data.{name}_json: {path.absolute()} does not exist; set it to the COCO-format JSON of the {name} split"
             )
         split = load_records(path, self.hparams.image_dir, on_bad_record=self.hparams.on_bad_record)
+        if self.hparams.on_bad_record == "skip":
+            check_split(split, self.hparams.max_skipped_fraction)
         if split.class_names != self.class_names:
             raise BadRecordError(
                 f"{split.json_path}: categories {split.class_names} differ from {self.class_names} "
@@ -200,7 +211,7 @@ class DetectionDataModule(L.LightningDataModule):
 
     def _transform(self, preset: AugmentPreset) -> DetectionTransform:
         h = self.hparams
-        return DetectionTransform(preset, h.image_size, mean=h.mean, std=h.std)
+        return DetectionTransform(preset, h.image_size, mean=h.mean, std=h.std, flip=h.flip)
 
     def _loader(self, split: Split, preset: AugmentPreset, train: bool) -> DataLoader:
         h = self.hparams

@@ -84,6 +84,7 @@ class LoadReport:
     skipped_images: int
     skipped_annotations: int  # all annotations that did not make it into a record
     problems: tuple[str, ...] = ()
+    reasons: tuple[str, ...] = ()  # a short name of each problem's kind, in the order of ``problems``
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,7 @@ def load_records(
         skipped_images=len(data["images"]) - len(records),
         skipped_annotations=n_anns - kept_boxes,
         problems=tuple(ctx.messages),
+        reasons=tuple(ctx.reasons),
     )
     if ctx.messages:
         for message in ctx.messages:
@@ -264,15 +266,18 @@ class _Problems:
     def __init__(self, json_path: Path):
         self.json_path = json_path
         self.messages: list[str] = []
+        self.reasons: list[str] = []  # a short name of each message's problem, to count them by
         self.bad_images: set[int] = set()
 
-    def image(self, image_id: Any, where: str, what: str) -> None:
+    def image(self, image_id: Any, where: str, what: str, reason: str) -> None:
         self.messages.append(f"{self.json_path}: image id {image_id} ({where}): {what}")
+        self.reasons.append(reason)
         if _is_int(image_id):
             self.bad_images.add(image_id)
 
-    def annotation(self, ann_id: Any, image_id: Any, where: str, what: str, drop_image: bool = True) -> None:
+    def annotation(self, ann_id: Any, image_id: Any, where: str, what: str, reason: str, drop_image: bool = True) -> None:
         self.messages.append(f"{self.json_path}: annotation id {ann_id} (image id {image_id}, {where}): {what}")
+        self.reasons.append(reason)
         if drop_image and _is_int(image_id):
             self.bad_images.add(image_id)
 
@@ -283,24 +288,24 @@ def _parse_images(entries: list[Any], ctx: _Problems) -> dict[int, tuple[str, in
     for i, entry in enumerate(entries):
         where = f"images[{i}]"
         if not isinstance(entry, dict):
-            ctx.image("?", where, f"expected an object, got {entry!r}")
+            ctx.image("?", where, f"expected an object, got {entry!r}", "malformed image entry")
             continue
         image_id = entry.get("id", "?")
         missing = [k for k in ("id", "file_name", "width", "height") if k not in entry]
         if missing:
-            ctx.image(image_id, where, f"missing key(s) {missing}")
+            ctx.image(image_id, where, f"missing key(s) {missing}", "malformed image entry")
             continue
         if not _is_int(image_id):
-            ctx.image(image_id, where, "id is not an integer")
+            ctx.image(image_id, where, "id is not an integer", "malformed image entry")
             continue
         where = f"{entry['file_name']}"
         if image_id in images:
-            ctx.image(image_id, where, f"duplicate image id (also {images[image_id][0]})")
+            ctx.image(image_id, where, f"duplicate image id (also {images[image_id][0]})", "duplicate id")
             continue
         width, height = entry["width"], entry["height"]
         images[image_id] = (str(entry["file_name"]), width, height)
         if not (_is_int(width) and _is_int(height) and width > 0 and height > 0):
-            ctx.image(image_id, where, f"width and height must be positive integers, got {width!r} x {height!r}")
+            ctx.image(image_id, where, f"width and height must be positive integers, got {width!r} x {height!r}", "malformed image entry")
     return images
 
 
@@ -316,7 +321,7 @@ def _parse_annotations(
     seen: dict[int, Any] = {}  # annotation id -> its image id
     for j, ann in enumerate(entries):
         if not isinstance(ann, dict):
-            ctx.annotation("?", "?", f"annotations[{j}]", f"expected an object, got {ann!r}", drop_image=False)
+            ctx.annotation("?", "?", f"annotations[{j}]", f"expected an object, got {ann!r}", "malformed annotation", drop_image=False)
             continue
         ann_id, image_id = ann.get("id", "?"), ann.get("image_id", "?")
         known = _is_int(image_id) and image_id in images
@@ -325,26 +330,26 @@ def _parse_annotations(
         where = images[image_id][0] if known else f"annotations[{j}]"
         missing = [k for k in ("id", "image_id", "bbox", "category_id") if k not in ann]
         if missing:
-            ctx.annotation(ann_id, image_id, where, f"missing key(s) {missing}", drop_image=known)
+            ctx.annotation(ann_id, image_id, where, f"missing key(s) {missing}", "malformed annotation", drop_image=known)
             continue
         if not known:
-            ctx.annotation(ann_id, image_id, where, "unknown image id", drop_image=False)
+            ctx.annotation(ann_id, image_id, where, "unknown image id", "unknown image id", drop_image=False)
             continue
         if not _is_int(ann_id):
-            ctx.annotation(ann_id, image_id, where, "id is not an integer")
+            ctx.annotation(ann_id, image_id, where, "id is not an integer", "malformed annotation")
             continue
         if ann_id in seen:
-            ctx.annotation(ann_id, image_id, where, f"duplicate annotation id (also on image id {seen[ann_id]})")
+            ctx.annotation(ann_id, image_id, where, f"duplicate annotation id (also on image id {seen[ann_id]})", "duplicate id")
             ctx.bad_images.add(seen[ann_id])
             continue
         seen[ann_id] = image_id
         if not _is_int(ann["category_id"]) or ann["category_id"] not in category_index:
-            ctx.annotation(ann_id, image_id, where, f"unknown category_id {ann['category_id']!r}")
+            ctx.annotation(ann_id, image_id, where, f"unknown category_id {ann['category_id']!r}", "unknown class")
             continue
         _, width, height = images[image_id]
         xyxy, was_clipped, problem = _bbox_to_xyxy(ann["bbox"], width, height)
         if problem:
-            ctx.annotation(ann_id, image_id, where, problem)
+            ctx.annotation(ann_id, image_id, where, problem[1], problem[0])
             continue
         clipped[image_id] += was_clipped
         # pycocotools' COCOeval treats crowd regions as "ignore" too, the role VOC's difficult plays.
@@ -353,24 +358,24 @@ def _parse_annotations(
     return per_image, clipped
 
 
-def _bbox_to_xyxy(bbox: Any, width: Any, height: Any) -> tuple[list[float], bool, str | None]:
-    """COCO ``[x, y, w, h]`` -> (xyxy clipped to the image, was it clipped, problem or None).
+def _bbox_to_xyxy(bbox: Any, width: Any, height: Any) -> tuple[list[float], bool, tuple[str, str] | None]:
+    """COCO ``[x, y, w, h]`` -> (xyxy clipped to the image, was it clipped, (reason, problem) or None).
 
     Hand-written: one box of plain Python numbers, checked before anything becomes a tensor.
     """
     if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
-        return [], False, f"bbox must be 4 numbers [x, y, w, h], got {bbox!r}"
+        return [], False, ("malformed box", f"bbox must be 4 numbers [x, y, w, h], got {bbox!r}")
     if not all(math.isfinite(v) for v in bbox):
-        return [], False, f"bbox has a NaN or infinite value: {bbox!r}"
+        return [], False, ("malformed box", f"bbox has a NaN or infinite value: {bbox!r}")
     x, y, w, h = (float(v) for v in bbox)
     if w <= 0 or h <= 0:
-        return [], False, f"bbox [x, y, w, h] = {bbox!r} has width or height <= 0"
+        return [], False, ("box without extent", f"bbox [x, y, w, h] = {bbox!r} has width or height <= 0")
     xyxy = [x, y, x + w, y + h]
     if not (_is_int(width) and _is_int(height) and width > 0 and height > 0):
         return xyxy, False, None  # the image entry is bad and reported already; nothing to clip against
     inside = [max(x, 0.0), max(y, 0.0), min(x + w, float(width)), min(y + h, float(height))]
     if inside[2] <= inside[0] or inside[3] <= inside[1]:
-        return [], False, f"bbox [x, y, w, h] = {bbox!r} lies wholly outside the {width} x {height} image"
+        return [], False, ("box outside the image", f"bbox [x, y, w, h] = {bbox!r} lies wholly outside the {width} x {height} image")
     return inside, inside != xyxy, None
 
 
@@ -378,17 +383,18 @@ def _check_image_file(image_id: int, file_name: str, path: Path, width: int, hei
     try:
         actual = read_image_size(path)
     except FileNotFoundError:
-        ctx.image(image_id, file_name, f"image file not found: {path}")
+        ctx.image(image_id, file_name, f"image file not found: {path}", "image file not found")
     except ImageDecodeError as e:
-        ctx.image(image_id, file_name, f"corrupt or unsupported image: {e}")
+        ctx.image(image_id, file_name, f"corrupt or unsupported image: {e}", "image cannot be decoded")
     except OSError as e:  # a folder, permissions, I/O errors, truncated headers
-        ctx.image(image_id, file_name, f"unreadable image file: {e}")
+        ctx.image(image_id, file_name, f"unreadable image file: {e}", "image cannot be read")
     else:
         if actual != (width, height):
             ctx.image(
                 image_id, file_name,
                 f"image is {actual[0]} x {actual[1]} (width x height, EXIF orientation applied) "
                 f"but the JSON says {width} x {height}",
+                "image size differs from the JSON",
             )
 
 

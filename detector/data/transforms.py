@@ -83,12 +83,14 @@ def build_pipeline(
     size: int,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
+    flip: bool = True,
 ) -> A.Compose:
     """The albumentations pipeline for ``preset``.
 
     Called as ``pipeline(image=(H, W, 3) uint8 RGB, bboxes=(n, 4) xyxy pixels, box_index=(n,))``;
     returns ``image`` ``(3, size, size)`` float32 and ``bboxes`` ``(m, 4)`` xyxy pixels of the
     ``size x size`` output, with ``box_index`` ``(m,)`` telling which input boxes survived.
+    ``flip=False`` leaves out the presets' horizontal flip (for classes that are not mirror-symmetric).
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown augmentation preset {preset!r}; choose one of {PRESETS}")
@@ -135,6 +137,8 @@ def build_pipeline(
             A.HorizontalFlip(p=0.5),
         ],
     }[preset]
+    if not flip:
+        augment = [t for t in augment if not isinstance(t, A.HorizontalFlip)]
     finish = [
         A.Resize(height=size, width=size, interpolation=cv2.INTER_LINEAR),  # squash: the lesson's CropType.NO
         A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0),
@@ -157,6 +161,7 @@ class DetectionTransform:
         mean, std: per-channel statistics of the backbone, for pixels in ``[0, 1]``.
         max_tries: augmentation attempts before the plain resize is used for an image whose
             boxes all got dropped.
+        flip: keep the preset's random horizontal flip.
     """
 
     def __init__(
@@ -166,11 +171,12 @@ class DetectionTransform:
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         max_tries: int = 3,
+        flip: bool = True,
     ):
         self.preset = preset
         self.size = size
         self.max_tries = max_tries
-        self.pipeline = build_pipeline(preset, size, mean, std)
+        self.pipeline = build_pipeline(preset, size, mean, std, flip)
         self.fallback = build_pipeline("none", size, mean, std)
 
     def __call__(self, image: np.ndarray, boxes: np.ndarray, seed: int = 0) -> Augmented:

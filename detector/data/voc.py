@@ -59,12 +59,15 @@ class VocObject:
 
 @dataclass(frozen=True)
 class VocAnnotation:
-    """One ``Annotations/*.xml``: the image size and its objects in file order."""
+    """One ``Annotations/*.xml``: the image size and its objects in file order; ``filename`` is the
+    XML's ``<filename>`` (None when absent); width and height are None when ``<size>`` is missing or
+    not positive and the parser was told not to require it."""
 
     path: Path
-    width: int
-    height: int
+    width: int | None
+    height: int | None
     objects: list[VocObject]
+    filename: str | None = None
 
 
 def _number(element: ET.Element, tag: str, where: str) -> float:
@@ -77,19 +80,27 @@ def _number(element: ET.Element, tag: str, where: str) -> float:
         raise VocFormatError(f"{where}: <{tag}> is {text.strip()!r}, not a number") from None
 
 
-def parse_voc_xml(path: str | Path) -> VocAnnotation:
-    """Read one VOC XML file; raise ``VocFormatError`` naming the file (and object index)."""
+def parse_voc_xml(path: str | Path, require_size: bool = True) -> VocAnnotation:
+    """Read one VOC XML file; raise ``VocFormatError`` naming the file (and object index).
+
+    ``require_size=False``: a missing, empty or non-positive ``<size>`` gives width and height None
+    (the importer reads the size from the image) instead of an error; ``<difficult>`` is optional.
+    """
     path = Path(path)
     try:
         root = ET.parse(path).getroot()
     except ET.ParseError as e:
         raise VocFormatError(f"{path}: not well-formed XML ({e})") from None
     size = root.find("size")
-    if size is None:
+    width = height = None
+    if size is None and require_size:
         raise VocFormatError(f"{path}: missing <size>")
-    width, height = (_number(size, tag, f"{path} <size>") for tag in ("width", "height"))
-    if width <= 0 or height <= 0 or width % 1 or height % 1:
-        raise VocFormatError(f"{path}: <size> must be positive integers, got {width} x {height}")
+    if size is not None and (require_size or all((size.findtext(t) or "").strip() for t in ("width", "height"))):
+        width, height = (_number(size, tag, f"{path} <size>") for tag in ("width", "height"))
+        if width <= 0 or height <= 0 or width % 1 or height % 1:
+            if require_size:
+                raise VocFormatError(f"{path}: <size> must be positive integers, got {width} x {height}")
+            width = height = None
     objects = []
     for i, obj in enumerate(root.findall("object")):
         name = (obj.findtext("name") or "").strip()
@@ -104,7 +115,8 @@ def parse_voc_xml(path: str | Path) -> VocAnnotation:
         if difficult not in ("0", "1"):
             raise VocFormatError(f"{where}: <difficult> is {difficult!r}, expected 0 or 1")
         objects.append(VocObject(name, box, difficult == "1"))  # type: ignore[arg-type]
-    return VocAnnotation(path, int(width), int(height), objects)
+    filename = (root.findtext("filename") or "").strip() or None
+    return VocAnnotation(path, None if width is None else int(width), None if height is None else int(height), objects, filename)
 
 
 def _plain(v: float) -> int | float:

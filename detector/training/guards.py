@@ -112,7 +112,28 @@ class ImageCounts(L.Callback):
     (``val/images``, ``test/images``: with DDP, proof that every image was evaluated exactly once)
     and how many were skipped at run time as unreadable (``train/skipped_images``,
     ``val/skipped_images``, ``test/skipped_images``; see ``on_bad_record`` in
-    ``detector.data.dataset``)."""
+    ``detector.data.dataset``). When training or testing starts it also logs what loading the
+    splits skipped under ``on_bad_record="skip"`` (``data/train_skipped_images``,
+    ``data/train_skipped_boxes``, and the same for val and test; :mod:`detector.data.skip_guard`)."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._log_load_skips(trainer, ("train", "val"))
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._log_load_skips(trainer, ("test",))
+
+    @staticmethod
+    def _log_load_skips(trainer: L.Trainer, names: tuple[str, ...]) -> None:
+        splits = getattr(trainer.datamodule, "splits", None) or {}
+        metrics: dict[str, float] = {}
+        for name in names:
+            report = getattr(splits.get(name), "report", None)
+            if report is not None:
+                metrics[f"data/{name}_skipped_images"] = float(report.skipped_images)
+                metrics[f"data/{name}_skipped_boxes"] = float(report.skipped_annotations)
+        if metrics and trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_metrics(metrics, step=trainer.global_step)
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
         self._log(pl_module, "train", batch, images=False)
