@@ -13,6 +13,7 @@ a split's images or boxes would be, :mod:`detector.data.skip_guard`); carve the 
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,9 +142,11 @@ def import_dataset(
     if on_bad_record not in ("error", "skip"):
         raise ConfigError(f"--on-bad-record {on_bad_record!r}: give error or skip")
     check_fraction(max_skipped_fraction, "--max-skipped-fraction")
-    path, out = Path(path), Path(out)
-    name = name or out.absolute().name
-    source = read_source(path, fmt, classes, Path(images) if images else None, check_files=on_bad_record == "error")
+    # Absolute and without "..", symlinks kept: the config names the images by these paths.
+    path, out = Path(os.path.abspath(path)), Path(os.path.abspath(out))
+    name = name or out.name
+    images = Path(os.path.abspath(images)) if images else None
+    source = read_source(path, fmt, classes, images, check_files=on_bad_record == "error")
     settle(source, on_bad_record, max_skipped_fraction)
     if not source.images:
         raise BadRecordError(f"{path}: no usable image found")
