@@ -16,7 +16,11 @@ DESCRIPTION = """Get data into the layout training reads: one COCO-format JSON p
 
   detector data shapes --root data/shapes                 the synthetic default (2,000 + 400 images)
   detector data download-voc --root data/voc              PASCAL VOC 2007 and the course's JSONs (online)
-  detector data convert-voc --devkit DIR --out data/NAME  any VOCdevkit folder (Annotations, ImageSets, JPEGImages)"""
+  detector data convert-voc --devkit DIR --out data/NAME  any VOCdevkit folder (Annotations, ImageSets, JPEGImages)
+
+A look at a config's training data before training it:
+  detector data report CONFIG [--out DIR]     PNGs: classes, box shapes, objects per image, examples, anchor coverage
+  detector data anchors CONFIG                the image size and anchors that anchors: auto chooses, against the config's"""
 
 
 def main(argv: Sequence[str]) -> int:
@@ -36,7 +40,17 @@ def main(argv: Sequence[str]) -> int:
     convert.add_argument("--out", type=Path, required=True, help="folder for the JSONs")
     convert.add_argument("--splits", nargs="+", default=None, help="default: those of train, val, trainval, test that have a split file")
     convert.add_argument("--classes", nargs="+", default=None, help="the categories in this order (default: VOC's or sorted)")
+    report = commands.add_parser("report", help="PNGs of a config's training data and how its anchors cover the boxes")
+    report.add_argument("config", type=Path, help="a training config (YAML)")
+    report.add_argument("--out", type=Path, default=None, help="folder for the PNGs (default: report/ beside the train JSON)")
+    report.add_argument("--examples", type=int, default=16, help="example images to draw")
+    anchors = commands.add_parser("anchors", help="the image size and anchors chosen from a config's training boxes")
+    anchors.add_argument("config", type=Path, help="a training config (YAML)")
+    anchors.add_argument("--target", type=float, default=0.99, help="share of the boxes an anchor must cover")
+    anchors.add_argument("--image-size", type=int, default=None, help="keep this input size (default: chosen too)")
     args = parser.parse_args(argv)
+    if args.command in ("report", "anchors"):
+        return _look(args)
     if args.command == "shapes":
         from detector.data.shapes import ensure_shapes, summary
 
@@ -52,4 +66,21 @@ def main(argv: Sequence[str]) -> int:
         from detector.data.voc import convert_devkit
 
         convert_devkit(args.devkit, args.out, args.splits, args.classes)
+    return 0
+
+
+def _look(args: argparse.Namespace) -> int:
+    """``report`` and ``anchors``: a config's training data, before training."""
+    from detector.config import read_config
+
+    config = read_config(args.config)
+    if args.command == "anchors":
+        from detector.anchor_choice import describe_choice
+
+        print(describe_choice(config, str(args.config), args.target, args.image_size))
+        return 0
+    from detector.data_report import default_folder, write_report
+
+    for path in write_report(config, str(args.config), args.out or default_folder(config), args.examples):
+        print(f"wrote {path}")
     return 0
