@@ -16,6 +16,7 @@ __all__ = [
     "box_area",
     "batched_box_iou",
     "box_iou",
+    "paired_box_iou",
     "clip_boxes",
     "cxcywh_to_xyxy",
     "xyxy_to_cxcywh",
@@ -70,6 +71,14 @@ def batched_box_iou(boxes: Tensor, anchors: Tensor) -> Tensor:
     area_b = (bx2 - bx1) * (by2 - by1)  # (B, M, 1)
     area_a = (ax2 - ax1) * (ay2 - ay1)  # (A,)
     return inter.div_((area_b + area_a).sub_(inter))  # (B, M, A) intersection / union
+
+
+def paired_box_iou(boxes: Tensor, others: Tensor) -> Tensor:
+    """Jaccard overlap of each box with its partner: ``(..., 4)`` and ``(..., 4)`` xyxy, broadcast
+    against each other -> ``(...)`` IoU (the diagonal of ``torchvision.ops.box_iou``)."""
+    inter = (torch.minimum(boxes[..., 2:], others[..., 2:]) - torch.maximum(boxes[..., :2], others[..., :2])).clamp(min=0)  # (..., 2)
+    inter_area = inter[..., 0] * inter[..., 1]  # (...)
+    return inter_area / (box_area(boxes) + box_area(others) - inter_area)  # (...)
 
 
 def clip_boxes(boxes: Tensor, width: float | Tensor = 1.0, height: float | Tensor = 1.0) -> Tensor:

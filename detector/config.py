@@ -61,7 +61,7 @@ def check_model_section(model: Mapping[str, Any]) -> list[str]:
     """Problems with a ``model:`` section (``{class_path, init_args}`` or plain init args), one
     message each, naming the keys; empty when none. Only detector configs (with ``anchors``)."""
     init = model.get("init_args", model)
-    if "anchors" not in init:
+    if "anchors" not in init or init.get("anchors") == "auto":  # auto: chosen among the grids the head makes
         return []
     grids = list((init.get("anchors") or {}).get("grids") or LESSON_GRIDS)
     problem = grid_problem(grids, init.get("image_size", 224))

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from detector.anchor_choice import resolve_auto_anchors
 from detector.anchor_stats import format_statistics, match_statistics
 from detector.anchors import AnchorConfig, Anchors
 from detector.config import read_config
@@ -62,6 +63,7 @@ class InspectConfig:
 def load_config(path: str | Path) -> InspectConfig:
     """The parts of a training config the inspector needs (:func:`detector.config.read_config`)."""
     cfg = read_config(path)
+    resolve_auto_anchors(cfg)
     model = cfg.model.init_args
     anchors, loss = model.get("anchors"), model.get("loss")
     anchor_cfg = AnchorConfig(**anchors.as_dict()) if anchors is not None else AnchorConfig()

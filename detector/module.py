@@ -11,7 +11,7 @@ idea). Each part's settings are a dataclass beside the code it configures:
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any, Optional
+from typing import Any, Literal, Optional, Union
 
 import torch
 from torch import Tensor
@@ -19,6 +19,7 @@ from torchmetrics import MeanMetric
 
 from detector.anchors import AnchorConfig, Anchors, mirror_index
 from detector.data.dataset import targets_in_pixels
+from detector.errors import ConfigError
 from detector.loss import LossConfig, SSDLoss
 from detector.metrics import DetectionMetrics
 from detector.model import build_ssd
@@ -38,7 +39,9 @@ class DetectorModule(StagedModule):
     are :class:`~detector.staged.StagedModule`'s.
 
     Args:
-        anchors: anchor grids, zooms and ratios (the lesson's 189 anchors by default).
+        anchors: anchor grids, zooms and ratios (the lesson's 189 anchors by default); ``auto`` in a
+            config: the image size and anchors chosen from the training boxes
+            (:func:`detector.anchor_choice.resolve_auto_anchors`, which ``detector train`` calls).
         head: the SSD head's dropouts, class-logit bias, width and FPN top-down pathway.
         loss: box coder, matching threshold, focal loss and the terms' weights.
         postprocess: score and NMS thresholds, detections kept, flip test-time augmentation.
@@ -46,12 +49,17 @@ class DetectorModule(StagedModule):
 
     def __init__(
         self,
-        anchors: Optional[AnchorConfig] = None,
+        anchors: Optional[Union[AnchorConfig, Literal["auto"]]] = None,
         head: Optional[HeadConfig] = None,
         loss: Optional[LossConfig] = None,
         postprocess: Optional[PostprocessConfig] = None,
         **kwargs: Any,
     ) -> None:
+        if anchors == "auto":
+            raise ConfigError(
+                "anchors: auto is chosen from the training data before the model is built (detector train does it; "
+                "in Python, detector.anchor_choice.resolve_auto_anchors(config) or an AnchorConfig)"
+            )
         super().__init__(**kwargs)
         anchors, head = to_config(AnchorConfig, anchors), to_config(HeadConfig, head)
         loss, postprocess = to_config(LossConfig, loss), to_config(PostprocessConfig, postprocess)

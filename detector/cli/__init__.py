@@ -22,7 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("detector.cli.predict", "detect objects in image files: pictures and detections.json"),
     "inspect": ("detector.cli.inspect", "draw a config's anchors, matches or batches, or a checkpoint's predictions"),
     "export": ("detector.cli.export", "export a checkpoint to ONNX"),
-    "data": ("detector.cli.data", "make the shapes data, download PASCAL VOC, convert a VOCdevkit folder"),
+    "data": ("detector.cli.data", "import a labelled folder (VOC, YOLO, COCO); shapes, VOC 2007; a data report, anchors from the data"),
 }
 
 USAGE = "usage: detector COMMAND [ARGS]   (detector COMMAND --help for a command's options)\n\ncommands:\n" + "\n".join(

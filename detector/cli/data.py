@@ -1,5 +1,6 @@
-"""``detector data``: make the embedded shapes dataset, download PASCAL VOC 2007, convert a
-VOCdevkit folder to the JSON layout training reads."""
+"""``detector data``: import a labelled folder, make the embedded shapes dataset, download PASCAL
+VOC 2007, convert a VOCdevkit folder to the JSON layout training reads; look at a config's data
+and the anchors it would choose."""
 
 from __future__ import annotations
 
@@ -17,7 +18,11 @@ DESCRIPTION = """Get data into the layout training reads: one COCO-format JSON p
   detector data import PATH --out data/NAME               VOC XML, YOLO txt or COCO JSON -> JSONs + config.yaml
   detector data shapes --root data/shapes                 the synthetic default (2,000 + 400 images)
   detector data download-voc --root data/voc              PASCAL VOC 2007 and the course's JSONs (online)
-  detector data convert-voc --devkit DIR --out data/NAME  any VOCdevkit folder (Annotations, ImageSets, JPEGImages)"""
+  detector data convert-voc --devkit DIR --out data/NAME  any VOCdevkit folder (Annotations, ImageSets, JPEGImages)
+
+A look at a config's training data before training it:
+  detector data report CONFIG [--out DIR]     PNGs: classes, box shapes, objects per image, examples, anchor coverage
+  detector data anchors CONFIG                the image size and anchors that anchors: auto chooses, against the config's"""
 
 
 def main(argv: Sequence[str]) -> int:
@@ -50,7 +55,17 @@ def main(argv: Sequence[str]) -> int:
     imp.add_argument("--no-flip", dest="flip", action="store_false", help="no horizontal flip in training (text, digits: not mirror-symmetric)")
     imp.add_argument("--classes", nargs="+", default=None, help="VOC: the class names in label order (default: sorted)")
     imp.add_argument("--images", type=Path, default=None, help="COCO: the image folder (default: found beside the JSON)")
+    report = commands.add_parser("report", help="PNGs of a config's training data and how its anchors cover the boxes")
+    report.add_argument("config", type=Path, help="a training config (YAML)")
+    report.add_argument("--out", type=Path, default=None, help="folder for the PNGs (default: report/ beside the train JSON)")
+    report.add_argument("--examples", type=int, default=16, help="example images to draw")
+    anchors = commands.add_parser("anchors", help="the image size and anchors chosen from a config's training boxes")
+    anchors.add_argument("config", type=Path, help="a training config (YAML)")
+    anchors.add_argument("--target", type=float, default=0.99, help="share of the boxes an anchor must cover")
+    anchors.add_argument("--image-size", type=int, default=None, help="keep this input size (default: chosen too)")
     args = parser.parse_args(argv)
+    if args.command in ("report", "anchors"):
+        return _look(args)
     if args.command == "shapes":
         from detector.data.shapes import ensure_shapes, summary
 
@@ -74,4 +89,21 @@ def main(argv: Sequence[str]) -> int:
         from detector.data.voc import convert_devkit
 
         convert_devkit(args.devkit, args.out, args.splits, args.classes)
+    return 0
+
+
+def _look(args: argparse.Namespace) -> int:
+    """``report`` and ``anchors``: a config's training data, before training."""
+    from detector.config import read_config
+
+    config = read_config(args.config)
+    if args.command == "anchors":
+        from detector.anchor_choice import describe_choice
+
+        print(describe_choice(config, str(args.config), args.target, args.image_size))
+        return 0
+    from detector.data_report import default_folder, write_report
+
+    for path in write_report(config, str(args.config), args.out or default_folder(config), args.examples):
+        print(f"wrote {path}")
     return 0

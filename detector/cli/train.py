@@ -26,6 +26,7 @@ from jsonargparse import ArgumentError, DefaultHelpFormatter
 from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
+from detector.anchor_choice import resolve_auto_anchors
 from detector.cli.runs import place_run, refuse_plain_ddp, size_recipe, summary
 from detector.config import add_links, check_model_section
 from detector.data.datamodule import DetectionDataModule
@@ -123,6 +124,7 @@ class DetectorCLI(ConfigDecidesModel, LightningCLI):
         problems = check_model_section(config.model.as_dict()) if config.get("model") else []
         if problems:
             raise ConfigError("; ".join(problems))
+        resolve_auto_anchors(config)  # anchors: auto -> concrete values, in the config the run saves
         size_recipe(config)
         refuse_plain_ddp(config)
         files = [str(f) for f in config.get("config") or []]
