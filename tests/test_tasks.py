@@ -261,10 +261,15 @@ def test_detect_gives_each_task_its_keys():
     images = torch.randn(2, 3, S, S)
     with torch.no_grad():
         cls = task(LargestObjectClassifier).eval()
+        cls.model.head[-1].weight.data.zero_()  # every image: softmax(0.1, 0.6, 0.3), class 1 at 0.6
+        cls.model.head[-1].bias.data = torch.log(torch.tensor([0.1, 0.6, 0.3]))
         preds = cls.detect(images)
         assert [sorted(p) for p in preds] == [["labels", "scores"]] * 2
-        assert all(len(p["labels"]) == 1 and 1 / 3 <= float(p["scores"][0]) <= 1 for p in preds)
-        assert all(len(p["labels"]) == 0 for p in cls.detect(images, score_threshold=0.9999))
+        for p in preds:
+            assert p["labels"].tolist() == [1]
+            torch.testing.assert_close(p["scores"], torch.tensor([0.6]))
+        assert all(len(p["labels"]) == 0 for p in cls.detect(images, score_threshold=0.65))
+        assert all(p["labels"].tolist() == [1] for p in cls.detect(images, score_threshold=0.55))
 
         reg = task(LargestBoxRegressor).eval()
         reg.model.head[1].bias.data = torch.tensor([-10.0, 5.0, 30.0, 1000.0])  # pixels; clipped to the image
@@ -274,10 +279,15 @@ def test_detect_gives_each_task_its_keys():
             torch.testing.assert_close(p["boxes"], torch.tensor([[0.0, 5 / S, 30 / S, 1.0]]))
 
         det = task(SingleObjectDetector).eval()
+        box = torch.tensor([0.1, 0.25, 0.6, 0.9])  # sigmoid of the box activations: no clipping, no scaling by S
+        det.model.head[-1].weight.data.zero_()
+        det.model.head[-1].bias.data = torch.cat([torch.logit(box), torch.log(torch.tensor([0.2, 0.1, 0.7]))])
         for p in det.detect(images):
-            assert sorted(p) == ["boxes", "labels", "scores"] and p["boxes"].shape == (1, 4)
-            assert 0 <= float(p["boxes"].min()) and float(p["boxes"].max()) <= 1
-        assert all(p["boxes"].shape == (0, 4) for p in det.detect(images, score_threshold=0.9999))
+            assert sorted(p) == ["boxes", "labels", "scores"]
+            torch.testing.assert_close(p["boxes"], box[None])
+            assert p["labels"].tolist() == [2]
+            torch.testing.assert_close(p["scores"], torch.tensor([0.7]))
+        assert all(p["boxes"].shape == (0, 4) for p in det.detect(images, score_threshold=0.75))
 
         multi = task(MultiLabelClassifier).eval()
         multi.model.head[-1].weight.data.zero_()
