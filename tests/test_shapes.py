@@ -17,6 +17,7 @@ import pytest
 from detector.cli import main as cli_main
 from detector.data import shapes
 from detector.data import scenes as scene_module
+from detector.data.records import load_records
 from detector.data.scenes import CLASS_NAMES, sample_scene
 from detector.data.shapes import ensure_shapes, generate_shapes
 
@@ -171,11 +172,10 @@ def test_json_keys_match_the_course_sample(tmp_path, voc_sample):
 
 
 def test_the_loader_reads_it(tmp_path):
-    records = pytest.importorskip("detector.data.records")
     generate_shapes(tmp_path, workers=1, **SMALL)
     for split in ("train", "val"):
         data = json.loads((tmp_path / f"shapes_{split}.json").read_text())
-        loaded = records.load_records(tmp_path / f"shapes_{split}.json", tmp_path / "JPEGImages")
+        loaded = load_records(tmp_path / f"shapes_{split}.json", tmp_path / "JPEGImages")
         assert loaded.class_names == CLASS_NAMES
         assert len(loaded.records) == len(data["images"])
         assert sum(len(r.labels) for r in loaded.records) == len(data["annotations"])
