@@ -55,10 +55,12 @@ def test_tanh_matches_the_lesson_port(anchors):
 
 
 def test_tanh_loc_loss_is_l1_on_decoded_boxes(anchors):
-    coder = TanhCoder()
-    deltas = torch.randn(2, len(anchors), 4)
-    target = anchors.xyxy + 0.01
-    torch.testing.assert_close(coder.loc_loss(deltas, target, anchors), (coder.decode(deltas, anchors) - target).abs())
+    """Against the lesson port's ``actn_to_bb``, not the coder's own ``decode``."""
+    deltas = torch.randn(2, len(anchors), 4, dtype=torch.float64)
+    target = anchors.xyxy.to(torch.float64) + 0.01
+    got = TanhCoder().loc_loss(deltas, target, anchors)
+    for b in range(2):
+        torch.testing.assert_close(got[b], (actn_to_bb(deltas[b], anchors) - target).abs(), rtol=0, atol=1e-12)
 
 
 def test_ssd_encode_by_hand():

@@ -7,6 +7,7 @@ from detector.anchors import Anchors, make_anchors, mirror_index
 from detector.box_coder import SSDCoder
 from detector.module import AnchorConfig, DetectorModule, HeadConfig, LossConfig, PostprocessConfig
 from detector.postprocess import postprocess, to_pixels
+from reference import actn_to_bb
 from reference import postprocess as reference_postprocess
 
 C = 20
@@ -114,11 +115,23 @@ def test_nothing_above_the_threshold_gives_empty_detections():
 
 
 def test_ssd_coder_is_selectable():
-    cls_logits, box_deltas, anchors = _activations(6, B=2)
-    dets = postprocess(cls_logits, torch.zeros_like(box_deltas), anchors, coder="ssd")
-    tanh = postprocess(cls_logits, torch.zeros_like(box_deltas), anchors, coder="tanh")
-    for d, t in zip(dets, tanh):  # zero activations decode to the anchors with either coder
-        torch.testing.assert_close(d["boxes"], t["boxes"])
+    """One detection per image (anchor 40, 100, 170), non-zero offsets: its box is the chosen coder's
+    decoding, written out here (the tanh one is the lesson port's ``actn_to_bb``)."""
+    anchors = make_anchors()
+    fired = [40, 100, 170]
+    box_deltas = 0.5 * torch.randn(3, len(anchors), 4, generator=torch.Generator().manual_seed(6))
+    cls_logits = torch.full((3, len(anchors), C), -20.0)
+    cls_logits[[0, 1, 2], fired, 4] = 2.0
+    ssd = postprocess(cls_logits, box_deltas, anchors, coder="ssd")
+    tanh = postprocess(cls_logits, box_deltas, anchors, coder="tanh")
+    for b, a in enumerate(fired):
+        d, (cx, cy, w, h) = box_deltas[b, a], anchors.cxcywh[a]
+        centre = torch.stack([cx + d[0] * 0.1 * w, cy + d[1] * 0.1 * h])  # SSD eq. 2 inverted, variances 0.1, 0.2
+        size = torch.stack([w * torch.exp(d[2] * 0.2), h * torch.exp(d[3] * 0.2)])
+        want_ssd = torch.cat([centre - size / 2, centre + size / 2]).clamp(0, 1)
+        torch.testing.assert_close(ssd[b]["boxes"], want_ssd[None])
+        torch.testing.assert_close(tanh[b]["boxes"], actn_to_bb(box_deltas[b], anchors)[a].clamp(0, 1)[None])
+        assert (ssd[b]["boxes"] - tanh[b]["boxes"]).abs().max() > 0.01  # the coders disagree on these offsets
 
 
 def test_to_pixels_by_hand():

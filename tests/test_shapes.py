@@ -17,6 +17,7 @@ import pytest
 from detector.cli import main as cli_main
 from detector.data import shapes
 from detector.data import scenes as scene_module
+from detector.data.records import load_records
 from detector.data.scenes import CLASS_NAMES, sample_scene
 from detector.data.shapes import ensure_shapes, generate_shapes
 
@@ -49,14 +50,23 @@ def test_another_seed_gives_another_dataset(tmp_path):
     assert a != b
 
 
-def test_an_image_depends_only_on_seed_split_and_index():
-    """Growing a split keeps its first images: the per-image seed ignores the split's size."""
-    first = [shapes._layout("train", i, 0, 256) for i in range(3)]
-    again = [shapes._layout("train", i, 0, 256) for i in range(3)]
-    val = shapes._layout("val", 0, 0, 256)
-    for s, t in zip(first, again):
-        np.testing.assert_array_equal(s.boxes, t.boxes)
-    assert not np.array_equal(first[0].boxes, val.boxes)
+def test_an_image_depends_only_on_seed_split_and_index(tmp_path):
+    """Growing a split keeps its first images: the per-image seed ignores the split's size. 4 then 6
+    train images (and 2 then 3 val): the first ones are the same bytes, and so are their annotations."""
+    small, grown = dict(n_train=4, n_val=2), dict(n_train=6, n_val=3)
+    generate_shapes(tmp_path / "small", workers=1, image_size=64, seed=3, **small)
+    generate_shapes(tmp_path / "grown", workers=1, image_size=64, seed=3, **grown)
+    for split in ("train", "val"):
+        n = small[f"n_{split}"]
+        a, b = (json.loads((tmp_path / d / f"shapes_{split}.json").read_text()) for d in ("small", "grown"))
+        assert len(a["images"]) == n and len(b["images"]) == grown[f"n_{split}"]
+        assert b["images"][:n] == a["images"]
+        ids = {image["id"] for image in a["images"]}
+        assert [x for x in b["annotations"] if x["image_id"] in ids] == a["annotations"] != []
+        for image in a["images"]:
+            name = image["file_name"]
+            assert (tmp_path / "small" / "JPEGImages" / name).read_bytes() == (tmp_path / "grown" / "JPEGImages" / name).read_bytes(), name
+    assert not np.array_equal(shapes._layout("train", 0, 3, 64).boxes, shapes._layout("val", 0, 3, 64).boxes)
 
 
 def test_scene_statistics():
@@ -162,11 +172,10 @@ def test_json_keys_match_the_course_sample(tmp_path, voc_sample):
 
 
 def test_the_loader_reads_it(tmp_path):
-    records = pytest.importorskip("detector.data.records")
     generate_shapes(tmp_path, workers=1, **SMALL)
     for split in ("train", "val"):
         data = json.loads((tmp_path / f"shapes_{split}.json").read_text())
-        loaded = records.load_records(tmp_path / f"shapes_{split}.json", tmp_path / "JPEGImages")
+        loaded = load_records(tmp_path / f"shapes_{split}.json", tmp_path / "JPEGImages")
         assert loaded.class_names == CLASS_NAMES
         assert len(loaded.records) == len(data["images"])
         assert sum(len(r.labels) for r in loaded.records) == len(data["annotations"])

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from matplotlib.patches import Rectangle
 from PIL import Image
 
+from coco_files import write_jpeg, write_json
 from detector.cli.predict import main
 from detector.cli.train import cli as training_cli
 from detector.data.datamodule import DetectionDataModule
@@ -261,10 +262,15 @@ def test_detect_gives_each_task_its_keys():
     images = torch.randn(2, 3, S, S)
     with torch.no_grad():
         cls = task(LargestObjectClassifier).eval()
+        cls.model.head[-1].weight.data.zero_()  # every image: softmax(0.1, 0.6, 0.3), class 1 at 0.6
+        cls.model.head[-1].bias.data = torch.log(torch.tensor([0.1, 0.6, 0.3]))
         preds = cls.detect(images)
         assert [sorted(p) for p in preds] == [["labels", "scores"]] * 2
-        assert all(len(p["labels"]) == 1 and 1 / 3 <= float(p["scores"][0]) <= 1 for p in preds)
-        assert all(len(p["labels"]) == 0 for p in cls.detect(images, score_threshold=0.9999))
+        for p in preds:
+            assert p["labels"].tolist() == [1]
+            torch.testing.assert_close(p["scores"], torch.tensor([0.6]))
+        assert all(len(p["labels"]) == 0 for p in cls.detect(images, score_threshold=0.65))
+        assert all(p["labels"].tolist() == [1] for p in cls.detect(images, score_threshold=0.55))
 
         reg = task(LargestBoxRegressor).eval()
         reg.model.head[1].bias.data = torch.tensor([-10.0, 5.0, 30.0, 1000.0])  # pixels; clipped to the image
@@ -274,10 +280,15 @@ def test_detect_gives_each_task_its_keys():
             torch.testing.assert_close(p["boxes"], torch.tensor([[0.0, 5 / S, 30 / S, 1.0]]))
 
         det = task(SingleObjectDetector).eval()
+        box = torch.tensor([0.1, 0.25, 0.6, 0.9])  # sigmoid of the box activations: no clipping, no scaling by S
+        det.model.head[-1].weight.data.zero_()
+        det.model.head[-1].bias.data = torch.cat([torch.logit(box), torch.log(torch.tensor([0.2, 0.1, 0.7]))])
         for p in det.detect(images):
-            assert sorted(p) == ["boxes", "labels", "scores"] and p["boxes"].shape == (1, 4)
-            assert 0 <= float(p["boxes"].min()) and float(p["boxes"].max()) <= 1
-        assert all(p["boxes"].shape == (0, 4) for p in det.detect(images, score_threshold=0.9999))
+            assert sorted(p) == ["boxes", "labels", "scores"]
+            torch.testing.assert_close(p["boxes"], box[None])
+            assert p["labels"].tolist() == [2]
+            torch.testing.assert_close(p["scores"], torch.tensor([0.7]))
+        assert all(p["boxes"].shape == (0, 4) for p in det.detect(images, score_threshold=0.75))
 
         multi = task(MultiLabelClassifier).eval()
         multi.model.head[-1].weight.data.zero_()
@@ -352,20 +363,30 @@ def test_training_logs_train_and_val_metrics_like_the_detector(tiny: Path, tmp_p
 
 
 # ---------------------------------------------------------------------------------- prediction
-def test_predict_step_gives_boxes_in_original_pixels_and_image_ids(tiny: Path):
-    model = task(SingleObjectDetector, num_classes=len(CLASS_NAMES), class_names=CLASS_NAMES).eval()
+def test_predict_step_gives_boxes_in_original_pixels_and_image_ids(tmp_path: Path):
+    """Two clearly non-square images (160 x 40 and 30 x 120): ``detect()``'s box times (W, H, W, H),
+    so a swapped width and height or a box left in [0, 1] or in input pixels is seen."""
+    sizes = {7: (160, 40), 9: (30, 120)}  # image_id: (width, height)
+    data = {
+        "images": [{"id": i, "file_name": f"{i}.jpg", "width": w, "height": h} for i, (w, h) in sizes.items()],
+        "annotations": [{"id": 1, "image_id": 7, "bbox": [10, 5, 20, 10], "category_id": 1}],
+        "categories": [{"id": k + 1, "name": name} for k, name in enumerate(CLASSES)],
+    }
+    for image in data["images"]:
+        write_jpeg(tmp_path / "images" / image["file_name"], image["width"], image["height"])
+    val_json = write_json(tmp_path / "val.json", data)
+    model = task(SingleObjectDetector).eval()
+    box = torch.tensor([0.1, 0.25, 0.6, 0.9])  # detect()'s box for every image
+    model.model.head[-1].weight.data.zero_()
+    model.model.head[-1].bias.data = torch.cat([torch.logit(box), torch.zeros(3)])
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
-    data = tiny_data(tiny, batch_size=4)
-    (preds,) = trainer.predict(model, data)  # the 4 val images, one batch
-    data.setup("predict")
-    sizes = {r.image_id: (r.width, r.height) for r in data.splits["val"].records}
-    assert [p["image_id"] for p in preds] == list(sizes)
+    module = DetectionDataModule(image_dir=str(tmp_path / "images"), val_json=str(val_json), image_size=S,
+                                 batch_size=4, num_workers=0)
+    (preds,) = trainer.predict(model, module)  # both images, one batch
+    assert [int(p["image_id"]) for p in preds] == list(sizes)
     for p in preds:
         width, height = sizes[int(p["image_id"])]
-        x1, y1, x2, y2 = p["boxes"][0].tolist()
-        assert 0 <= x1 <= width and 0 <= x2 <= width and 0 <= y1 <= height and 0 <= y2 <= height
-        assert max(x1, x2) > 1 and max(y1, y2) > 1  # pixels, not [0, 1]
-
+        torch.testing.assert_close(p["boxes"], box[None] * torch.tensor([width, height, width, height]))
 
 
 # The keys of detections.json each task fills (see detector.inference).
@@ -398,9 +419,16 @@ def two_images(tmp_path: Path) -> Path:
 def test_predict_writes_each_tasks_answer(cls: type[TaskModule], two_images: Path, tmp_path: Path):
     torch.manual_seed(0)
     model = task(cls)
+    box = torch.tensor([0.1, 0.25, 0.6, 0.9])  # the box tasks' detect() box for every image
     if cls is MultiLabelClassifier:  # an untrained head says about 0.5 for every class: make it say two
         model.model.head[-1].weight.data.zero_()
         model.model.head[-1].bias.data = torch.logit(torch.tensor([0.7, 0.2, 0.5]))
+    elif cls is LargestBoxRegressor:  # its outputs are input pixels
+        model.model.head[-1].weight.data.zero_()
+        model.model.head[-1].bias.data = box * S
+    elif cls is SingleObjectDetector:  # sigmoid box activations, then class logits
+        model.model.head[-1].weight.data.zero_()
+        model.model.head[-1].bias.data = torch.cat([torch.logit(box), torch.zeros(3)])
     checkpoint = save_untrained(model, tmp_path / "task.ckpt")
     assert isinstance(load_model(checkpoint), cls)
     with pytest.raises(CheckpointError, match=f"holds a {cls.__name__}, not the SSD"):
@@ -416,10 +444,10 @@ def test_predict_writes_each_tasks_answer(cls: type[TaskModule], two_images: Pat
     expected = 2 if cls is MultiLabelClassifier else 1  # classes 0 and 2 are above 0.4
     assert all(len(v) == expected for v in per_image.values()), entries
     for e in entries:
-        if "bbox" in e:
-            x, y, w, h = e["bbox"]
+        if "bbox" in e:  # detect()'s box times the original (W, H): 200 x 100 and 60 x 90, not square
             width, height = (200, 100) if e["file_name"] == "a.jpg" else (60, 90)
-            assert -0.01 <= x and x + w <= width + 0.01 and -0.01 <= y and y + h <= height + 0.01
+            x1, y1, x2, y2 = (box * torch.tensor([width, height, width, height])).tolist()
+            assert e["bbox"] == pytest.approx([x1, y1, x2 - x1, y2 - y1], abs=0.006), e  # rounded to 0.01 px
         if "category_id" in e:
             assert e["category_name"] == model.class_names[e["category_id"] - 1]
     if cls is MultiLabelClassifier:

@@ -99,6 +99,10 @@ def test_rotated_box_contains_the_rotated_object(preset: str):
         tol = 1.0  # a pixel of interpolation blur at the edges
         assert (xy[:, 0] >= x1 - tol).all() and (xy[:, 0] <= x2 + tol).all(), (seed, fired)
         assert (xy[:, 1] >= y1 - tol).all() and (xy[:, 1] <= y2 + tol).all(), (seed, fired)
+        # ...and is tight: the rotated corners of a rectangle span exactly the rotated rectangle, so
+        # each edge lies within 2 px of the object's outermost pixel centres (a whole-image box fails).
+        outermost = np.array([xy[:, 0].min(), xy[:, 1].min(), xy[:, 0].max(), xy[:, 1].max()])
+        np.testing.assert_allclose([x1, y1, x2, y2], outermost, rtol=0, atol=2.0, err_msg=f"{seed} {fired}")
     assert rotated >= 5
 
 

@@ -102,9 +102,11 @@ def test_ground_truth_grid_synthetic(synthetic):
     assert [len(rectangles(ax)) for ax in panels] == [3, 0, 5]
     dashed = [r for r in rectangles(panels[2]) if r.get_linestyle() == "--"]
     assert len(dashed) == 2
-    # Each drawn rectangle is one of the given boxes.
-    drawn = sorted((r.get_x(), r.get_y()) for r in rectangles(panels[0]))
-    assert np.allclose(drawn, sorted(map(tuple, targets[0]["boxes"][:, :2])))
+    # Each drawn rectangle is one of the given xyxy boxes: its corner and its size.
+    for ax, target in zip(panels, targets):
+        drawn = sorted((r.get_x(), r.get_y(), r.get_width(), r.get_height()) for r in rectangles(ax))
+        x1, y1, x2, y2 = np.asarray(target["boxes"], np.float64).reshape(-1, 4).T
+        assert np.allclose(drawn, sorted(zip(x1, y1, x2 - x1, y2 - y1))), (drawn, target["boxes"])
 
 
 def test_ground_truth_grid_on_voc_photos(voc):

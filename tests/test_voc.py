@@ -20,6 +20,7 @@ import pytest
 from conftest import shared_path
 from detector.data import download as voc_download
 from detector.data.download import Download, DownloadError, download
+from detector.data.records import BadRecordError, load_records
 from detector.data.voc import VocFormatError, convert_devkit
 from helpers import detector
 
@@ -288,7 +289,6 @@ def test_convert_bccd_counts_per_class_and_split(tmp_path):
 
 
 def test_bccd_zero_area_boxes_are_caught_by_the_loader(tmp_path, capsys):
-    records = pytest.importorskip("detector.data.records")
     bccd = shared_path("bccd")
     written = convert_devkit(bccd, tmp_path, splits=["trainval"])
     err = capsys.readouterr().err
@@ -298,16 +298,16 @@ def test_bccd_zero_area_boxes_are_caught_by_the_loader(tmp_path, capsys):
     empty = [a for a in data["annotations"] if a["bbox"][2] <= 0 or a["bbox"][3] <= 0]
     assert sorted(files[a["image_id"]] for a in empty) == ["BloodImage_00338.jpg", "BloodImage_00343.jpg"]
 
-    with pytest.raises(records.BadRecordError) as error:
-        records.load_records(written["trainval"], bccd / "JPEGImages", verify_images=False)
+    with pytest.raises(BadRecordError) as error:
+        load_records(written["trainval"], bccd / "JPEGImages", verify_images=False)
     message = str(error.value)
     assert str(written["trainval"]) in message
     for a in empty:
         assert f"annotation id {a['id']} (image id {a['image_id']}" in message
     assert message.count("width or height <= 0") == 2  # nothing else is wrong with BCCD
 
-    loaded = records.load_records(written["trainval"], bccd / "JPEGImages", on_bad_record="skip",
-                                  verify_images=False)
+    loaded = load_records(written["trainval"], bccd / "JPEGImages", on_bad_record="skip",
+                          verify_images=False)
     kept = {r.image_id for r in loaded.records}
     assert kept == set(files) - {a["image_id"] for a in empty}
     assert all(((r.boxes[:, 2:] - r.boxes[:, :2]) > 0).all() for r in loaded.records)
@@ -319,9 +319,8 @@ def test_convert_raccoon_counts_and_loads(tmp_path):
     counts = {split: _counts(path) for split, path in written.items()}
     assert {split: n for split, (n, _) in counts.items()} == {"train": 160, "test": 40}
     assert counts["train"][1] + counts["test"][1] == Counter({"raccoon": 217})
-    records = pytest.importorskip("detector.data.records")
     for path in written.values():
-        loaded = records.load_records(path, raccoon / "JPEGImages")  # sizes match the JPEGs, no bad box
+        loaded = load_records(path, raccoon / "JPEGImages")  # sizes match the JPEGs, no bad box
         assert loaded.report.skipped_images == 0 and loaded.report.clipped == 0
 
 
