@@ -2,10 +2,11 @@
 detections.
 
     detector predict --checkpoint runs/shapes/v1/checkpoints/best.ckpt --images photos/ --out out/photos
-    detector predict --checkpoint CKPT --images "data/shapes/JPEGImages/val_*.jpg" --out out/val --score 0.3
+    detector predict --onnx model.onnx --images "data/shapes/JPEGImages/val_*.jpg" --out out/val --score 0.3
 
 The detector is a checkpoint of any task (:class:`detector.api.Detector`: the SSD or a stepping
-stone of the lessons), which reads and preprocesses the images as evaluation does
+stone of the lessons) or an end-to-end ONNX export (:class:`detector.onnx_detector.OnnxDetector`,
+onnxruntime without torch); both read and preprocess the images as evaluation does
 (:mod:`detector.sources`). For every readable image, ``OUT/<name>.png`` is the image at its own
 resolution with the predictions scoring above ``--score`` drawn on it (:mod:`detector.annotate`;
 default: for the SSD, the checkpoint's ``picture_score_threshold``, the lesson's 0.25), and
@@ -41,7 +42,7 @@ classifier's or single-object detector's answer whose probability is not above i
 
 A file that cannot be decoded is reported by name and skipped, and a summary lists them at the end
 (``detector predict`` exits non-zero only when no image at all could be read). This module imports
-no torch itself.
+no torch: the ONNX path runs without it.
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ def predict_images(
     """Predict ``paths`` with ``detector``; write the pictures and ``detections.json`` to ``out``.
 
     Args:
-        detector: a :class:`detector.api.Detector`.
+        detector: a :class:`detector.api.Detector` or :class:`detector.onnx_detector.OnnxDetector`.
         score: keep predictions scoring above this (default: the detector's, module docstring).
         batch_size: images per forward pass.
         pictures: write one annotated PNG per image.
