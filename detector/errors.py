@@ -10,6 +10,7 @@ Anything else that escapes a command is a bug in the package, and keeps its trac
 from __future__ import annotations
 
 __all__ = [
+    "BadImageError",
     "BadRecordError",
     "CheckpointError",
     "CheckpointMismatchError",
@@ -33,6 +34,11 @@ class MissingFileError(UserError, FileNotFoundError):
 
 class BadRecordError(UserError, ValueError):
     """A data file or record that cannot be used: names the file and the record's id."""
+
+
+class BadImageError(UserError, ValueError):
+    """An image given to predict that cannot be used: a file that cannot be decoded, an array of
+    the wrong shape or type, an object that is no kind of image (the message names it)."""
 
 
 class CheckpointError(UserError, ValueError):

@@ -16,6 +16,7 @@ from detector.data.image import load_image
 from detector.data.transforms import DetectionTransform
 from detector.cli.predict import main
 from helpers import detector
+from detector.api import Detector
 from detector.inference import _picture_names, find_images, predict_images
 from detector.loading import load_detector
 from detector.module import AnchorConfig, DetectorModule, HeadConfig
@@ -77,9 +78,10 @@ def test_predict_folder_writes_pictures_and_pixel_detections(checkpoint, folder,
     assert "e_broken.jpg" in printed.out and "1 unreadable" in printed.out  # the summary names it
     assert "e_broken.jpg" in printed.err  # and it was reported when met
     assert sorted(p.name for p in out.iterdir()) == ["a_rgb.png", "b_big.png", "c_gray.png", "d_rgba.png", "detections.json"]
-    # Pictures: drawn on the decoded image (b_big.jpg, over twice the 64 px input, decodes at half scale).
+    # Pictures: the original image (b_big.jpg, over twice the 64 px input, is decoded at half scale
+    # for the network, and drawn at its own size).
     assert Image.open(out / "a_rgb.png").size == (200, 100)
-    assert Image.open(out / "b_big.png").size == (150, 100)
+    assert Image.open(out / "b_big.png").size == (300, 200)
     assert Image.open(out / "d_rgba.png").size == (90, 150)
 
     results = json.loads((out / "detections.json").read_text())
@@ -111,7 +113,7 @@ def test_predict_folder_writes_pictures_and_pixel_detections(checkpoint, folder,
 
 
 def test_score_threshold_and_default(checkpoint, folder, tmp_path):
-    model = load_detector(checkpoint)
+    model = Detector(load_detector(checkpoint))
     paths = find_images(folder)
     everything = predict_images(model, paths, tmp_path / "all", score=0.0, pictures=False, progress=False)
     # The untrained head scores about sigmoid(-4) = 0.018: halfway through its scores, half survive.
