@@ -117,7 +117,8 @@ class ImageCounts(L.Callback):
     ``data/train_skipped_boxes``, and the same for val and test; :mod:`detector.data.skip_guard`)."""
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._log_load_skips(trainer, ("train", "val"))
+        if trainer.global_step == 0:  # a resumed run logged them when it first started: its log stays the same
+            self._log_load_skips(trainer, ("train", "val"))
 
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._log_load_skips(trainer, ("test",))
