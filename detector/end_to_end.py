@@ -28,6 +28,11 @@ Inside, as PyTorch does it (:class:`detector.api.Detector`, ``detector eval``):
    rule of :func:`detector.postprocess.postprocess`);
 6. per image the ``max_per_image`` best, ordered by score (ties: class, then rank, as PyTorch).
 
+So the graph's detections are PyTorch's up to the network's float rounding (about 1e-6 here),
+tested on the VOC sample photos; the one place they can differ beyond that is the order of
+exactly equal scores (a sigmoid saturated at 1.0): ONNX ``TopK`` and ``NonMaxSuppression`` put the
+lower anchor first, ``torch.topk`` promises no order.
+
 Why these shapes: the batch and the image size are dynamic because nothing in the graph needs them
 fixed (the resize computes its sampling grid from the input's shape), and a batch of camera frames
 shares one size; the outputs are flat with a ``batch_index`` (the layout of ``NonMaxSuppression``'s
