@@ -83,8 +83,8 @@ def bench(backbone: str, size: int, images: list[np.ndarray], threads: int, repe
     rows = []
     for batch, score, flip in CASES:
         runs = {
-            "pytorch": lambda: detector.predict(images, score=score, flip_tta=flip, batch_size=batch),
-            "onnxruntime": lambda: onnx[flip].predict(images, score=score, batch_size=batch),
+            "pytorch": lambda s=score, f=flip, b=batch: detector.predict(images, score=s, flip_tta=f, batch_size=b),
+            "onnxruntime": lambda s=score, f=flip, b=batch: onnx[f].predict(images, score=s, batch_size=b),
         }
         outputs = {name: run() for name, run in runs.items()}  # warm-up
         found, total = agreement(outputs["pytorch"], outputs["onnxruntime"])

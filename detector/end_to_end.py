@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -176,7 +175,7 @@ class EndToEnd(nn.Module):
             cls_logits, box_deltas = flip_merge(cls_logits, box_deltas, flipped_cls, flipped_box, self.mirror)
         else:
             cls_logits, box_deltas = self.network(x)  # (B, A, C), (B, A, 4)
-        B, A, C = cls_logits.shape
+        A, C = cls_logits.shape[1:]
         boxes = clip_boxes(self.coder.decode(box_deltas, self.anchors))  # (B, A, 4) in [0, 1]
         scores = cls_logits.sigmoid().transpose(1, 2)  # (B, C, A)
         k = min(self.cfg.topk_per_class, A)
