@@ -28,6 +28,11 @@ Inside, as PyTorch does it (:class:`detector.api.Detector`, ``detector eval``):
    rule of :func:`detector.postprocess.postprocess`);
 6. per image the ``max_per_image`` best, ordered by score (ties: class, then rank, as PyTorch).
 
+So the graph's detections are PyTorch's up to the network's float rounding (about 1e-6 here),
+tested on the VOC sample photos; the one place they can differ beyond that is the order of
+exactly equal scores (a sigmoid saturated at 1.0): ONNX ``TopK`` and ``NonMaxSuppression`` put the
+lower anchor first, ``torch.topk`` promises no order.
+
 Why these shapes: the batch and the image size are dynamic because nothing in the graph needs them
 fixed (the resize computes its sampling grid from the input's shape), and a batch of camera frames
 shares one size; the outputs are flat with a ``batch_index`` (the layout of ``NonMaxSuppression``'s
@@ -43,7 +48,6 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -171,7 +175,7 @@ class EndToEnd(nn.Module):
             cls_logits, box_deltas = flip_merge(cls_logits, box_deltas, flipped_cls, flipped_box, self.mirror)
         else:
             cls_logits, box_deltas = self.network(x)  # (B, A, C), (B, A, 4)
-        B, A, C = cls_logits.shape
+        A, C = cls_logits.shape[1:]
         boxes = clip_boxes(self.coder.decode(box_deltas, self.anchors))  # (B, A, 4) in [0, 1]
         scores = cls_logits.sigmoid().transpose(1, 2)  # (B, C, A)
         k = min(self.cfg.topk_per_class, A)
