@@ -126,7 +126,8 @@ class DetectorCLI(ConfigDecidesModel, LightningCLI):
             raise ConfigError("; ".join(problems))
         resolve_auto_anchors(config)  # anchors: auto -> concrete values, in the config the run saves
         size_recipe(config)
-        refuse_plain_ddp(config)
+        if self.subcommand == "fit":  # validate/test compute no gradients: plain DDP is fine there
+            refuse_plain_ddp(config)
         files = [str(f) for f in config.get("config") or []]
         DetectorCLI.run, DetectorCLI.run_is_new = self.run, self.run_is_new = place_run(config, self.subcommand, files)
         if not config.get("ckpt_path"):
