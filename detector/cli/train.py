@@ -119,7 +119,8 @@ class DetectorCLI(ConfigDecidesModel, LightningCLI):
         if problems:
             raise ConfigError("; ".join(problems))
         size_recipe(config)
-        refuse_plain_ddp(config)
+        if self.subcommand == "fit":  # validate and test compute no gradient: plain DDP serves them
+            refuse_plain_ddp(config)
         files = [str(f) for f in config.get("config") or []]
         DetectorCLI.run, DetectorCLI.run_is_new = self.run, self.run_is_new = place_run(config, self.subcommand, files)
         if not config.get("ckpt_path"):
