@@ -159,7 +159,17 @@ def continue_logger_runs(config: Any, checkpoint: dict[str, Any]) -> None:
 
 
 def cli(args: Sequence[str] | None = None, **kwargs: Any) -> DetectorCLI:
-    """Run the training CLI on ``args``; returns it (``cli.model``, ``cli.trainer``, ...)."""
+    """Run the training CLI on ``args``; returns it (``cli.model``, ``cli.trainer``, ...).
+
+    The run's folder is handed to the processes its DDP launcher starts in the environment
+    (``DETECTOR_RUN``); it is removed when the run ends, so a second run in this process is a new run."""
+    try:
+        return _cli(args, **kwargs)
+    finally:
+        os.environ.pop(INHERITED, None)
+
+
+def _cli(args: Sequence[str] | None, **kwargs: Any) -> DetectorCLI:
     return DetectorCLI(
         StagedModule,  # the task: DetectorModule, or a stepping stone of the lessons (YAML class_path)
         DetectionDataModule,
