@@ -46,20 +46,18 @@ wrappers shrink them first (:mod:`detector.sources`), as the decoder does for ev
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import torch
 import torchvision
 from torch import Tensor, nn
 
 from detector.box_coder import make_box_coder
 from detector.boxes import clip_boxes
-from detector.export import METADATA_KEY, sidecar
+from detector.export import sidecar, stamp
 from detector.module import DetectorModule
 from detector.postprocess import flip_merge
 
@@ -234,11 +232,4 @@ def export_end_to_end(
         inputs={"images": ["batch", "height", "width", 3], "score_threshold": []},
         outputs={"boxes": ["detections", 4], "scores": ["detections"], "labels": ["detections"], "batch_index": ["detections"]},
     )
-    proto = onnx.load(str(path))
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, json.dumps(info)
-    onnx.checker.check_model(proto)
-    onnx.save(proto, str(path))
-    json_path = path.with_suffix(".json")
-    json_path.write_text(json.dumps(info, indent=1) + "\n")
-    return path, json_path
+    return path, stamp(path, info)

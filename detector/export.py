@@ -61,7 +61,7 @@ import torch
 from detector.box_coder import make_box_coder
 from detector.module import DetectorModule
 
-__all__ = ["decode_boxes", "export_onnx", "sidecar"]
+__all__ = ["decode_boxes", "export_onnx", "sidecar", "stamp"]
 
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("cls_logits", "box_deltas")
@@ -123,7 +123,12 @@ def export_onnx(
             dynamic_axes=dynamic_axes,
             opset_version=opset,
         )
-    info = sidecar(model, dynamic_batch)
+    return path, stamp(path, sidecar(model, dynamic_batch))
+
+
+def stamp(path: Path, info: dict[str, Any]) -> Path:
+    """Put ``info`` into the ONNX file at ``path`` (metadata key ``detector``), check the model, and
+    write ``info`` beside it as ``.json``; returns the JSON's path."""
     graph = onnx.load(str(path))
     entry = graph.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(info)
@@ -132,7 +137,7 @@ def export_onnx(
     json_path = path.with_suffix(".json")
     # One key per line, each value on its line (the anchors would take thousands of lines indented).
     json_path.write_text("{\n" + ",\n".join(f" {json.dumps(k)}: {json.dumps(v)}" for k, v in info.items()) + "\n}\n")
-    return path, json_path
+    return json_path
 
 
 def decode_boxes(box_deltas: np.ndarray, info: dict[str, Any]) -> np.ndarray:
