@@ -135,7 +135,7 @@ def f1_curves(
     steps: int = 1000,
 ) -> F1Curves:
     """F1 against the score threshold per class and averaged over classes, from the VOC devkit's
-    matching (:func:`detector.metrics.match_detections`, difficult objects ignored).
+    matching (:func:`detector.voc_ap.match_detections`, difficult objects ignored).
 
     At threshold ``t`` the detections with score ``>= t`` are kept; their matching verdicts do not
     depend on the lower-scored ones, so this is what matching only the kept ones would give.

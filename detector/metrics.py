@@ -48,26 +48,9 @@ from torchmetrics.detection import MeanAveragePrecision
 from torchmetrics.utilities.data import dim_zero_cat
 
 from detector.private_apis import KeepsPerClassShape
-from detector.voc_ap import (  # noqa: F401 (the VOC functions are part of this module's interface)
-    Matches,
-    all_point_ap,
-    check_images,
-    class_precision_recall,
-    eleven_point_ap,
-    match_detections,
-    voc_evaluate,
-)
+from detector.voc_ap import check_images, voc_evaluate
 
-__all__ = [
-    "DetectionMetrics",
-    "Matches",
-    "all_point_ap",
-    "check_images",
-    "class_precision_recall",
-    "eleven_point_ap",
-    "match_detections",
-    "voc_evaluate",
-]
+__all__ = ["DetectionMetrics"]
 
 
 class DetectionMetrics(KeepsPerClassShape, Metric):

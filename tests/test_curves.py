@@ -11,7 +11,7 @@ from PIL import Image
 from test_metrics import det, gt, random_split
 
 from detector.curves import confusion_matrix, f1_curves, pr_curves
-from detector.metrics import match_detections, voc_evaluate
+from detector.voc_ap import match_detections, voc_evaluate
 from detector.pictures import (
     confusion_matrix_figure,
     f1_curve_figure,

@@ -12,7 +12,8 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from detector.metrics import DetectionMetrics, all_point_ap, eleven_point_ap, voc_evaluate
+from detector.metrics import DetectionMetrics
+from detector.voc_ap import all_point_ap, eleven_point_ap, voc_evaluate
 
 # ---------------------------------------------------------------------------------------- helpers
 
