@@ -27,13 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 S = 64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is faster, and kinder to a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def tiny_ssd(class_names: list[str], bias: float = -2.0) -> DetectorModule:
