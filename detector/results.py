@@ -29,23 +29,30 @@ CONFUSION_SCORE = 0.25  # the picture threshold (the lesson's); ultralytics uses
 CONFUSION_IOU = 0.45  # ultralytics' ConfusionMatrix default
 
 
+FIGURES = ("PR_curve", "F1_curve", "confusion_matrix", "confusion_matrix_normalized", "per_class_ap")
+
+
 def result_figures(
-    detections: list[dict[str, Tensor]], ground_truths: list[dict[str, Tensor]], class_names: Sequence[str]
+    detections: list[dict[str, Tensor]], ground_truths: list[dict[str, Tensor]], class_names: Sequence[str],
+    names: Sequence[str] = FIGURES,
 ) -> dict[str, Any]:
-    """``{file stem: Figure}`` of the curves, the confusion matrices and the per-class AP."""
+    """``{file stem: Figure}`` of the curves, the confusion matrices and the per-class AP; only those
+    in ``names`` are computed and drawn (each validation logs two of them)."""
     from detector.curves import confusion_matrix, f1_curves, pr_curves
     from detector.pictures import confusion_matrix_figure, f1_curve_figure, per_class_ap_figure, pr_curve_figure
 
     C = len(class_names)
-    pr = pr_curves(detections, ground_truths, C)
-    matrix = confusion_matrix(detections, ground_truths, C, CONFUSION_SCORE, CONFUSION_IOU)
-    return {
-        "PR_curve": pr_curve_figure(pr, class_names),
-        "F1_curve": f1_curve_figure(f1_curves(detections, ground_truths, C), class_names),
-        "confusion_matrix": confusion_matrix_figure(matrix, class_names, False, CONFUSION_SCORE, CONFUSION_IOU),
-        "confusion_matrix_normalized": confusion_matrix_figure(matrix, class_names, True, CONFUSION_SCORE, CONFUSION_IOU),
-        "per_class_ap": per_class_ap_figure(class_names, pr.ap, title="AP@0.5 per class (VOC all-point)"),
+    pr = pr_curves(detections, ground_truths, C) if {"PR_curve", "per_class_ap"} & set(names) else None
+    confusion = {"confusion_matrix", "confusion_matrix_normalized"} & set(names)
+    matrix = confusion_matrix(detections, ground_truths, C, CONFUSION_SCORE, CONFUSION_IOU) if confusion else None
+    draw = {
+        "PR_curve": lambda: pr_curve_figure(pr, class_names),
+        "F1_curve": lambda: f1_curve_figure(f1_curves(detections, ground_truths, C), class_names),
+        "confusion_matrix": lambda: confusion_matrix_figure(matrix, class_names, False, CONFUSION_SCORE, CONFUSION_IOU),
+        "confusion_matrix_normalized": lambda: confusion_matrix_figure(matrix, class_names, True, CONFUSION_SCORE, CONFUSION_IOU),
+        "per_class_ap": lambda: per_class_ap_figure(class_names, pr.ap, title="AP@0.5 per class (VOC all-point)"),
     }
+    return {name: draw[name]() for name in names}
 
 
 def predictions_figure(

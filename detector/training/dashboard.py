@@ -107,13 +107,8 @@ class ResultsFolder(L.Callback):
         from detector.pictures import figure_to_array
         from detector.results import result_figures
 
-        figures = result_figures(*found, pl_module.class_names)
-        for name in ("PR_curve", "confusion_matrix_normalized"):
-            _log_figure(trainer, f"val/{name}", figure_to_array(figures.pop(name)))
-        import matplotlib.pyplot as plt
-
-        for fig in figures.values():
-            plt.close(fig)
+        for name, fig in result_figures(*found, pl_module.class_names, ("PR_curve", "confusion_matrix_normalized")).items():
+            _log_figure(trainer, f"val/{name}", figure_to_array(fig))
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: Any) -> None:
         found = getattr(pl_module, "last_validation", None)
