@@ -7,8 +7,8 @@ body, trained for the same epochs on the same images, scored by the same metric 
 For a training config (typically the one ``detector data import`` writes, with ``anchors: auto``):
 
 * **ours**: ``detector train fit --config CONFIG --epochs N`` (plus ``--ours-args``) in a run folder
-  ``runs/NAME/vN`` (``--name``, default ``<dataset>_bench``), then its best checkpoint (best val
-  mAP@0.5, as ``detector eval`` picks) over the test split.
+  ``runs/NAME/vN`` (``--name``, default ``<dataset>_bench``), then its ``best.ckpt`` (as ``detector
+  eval`` picks) over the test split; ``--ours-run RUN_FOLDER`` scores a finished run instead.
 * **the peer**: torchvision's ``RetinaNet`` (Lin et al. 2017: its anchors, 3 scales x 3 ratios at
   4 x stride on P3-P7; its matcher, IoU >= 0.5 / < 0.4 with low-quality matches; its sigmoid focal
   loss, alpha 0.25, gamma 2; its box coder with L1 loss; its NMS at 0.5) on an FPN (P6 and P7 from
@@ -29,7 +29,8 @@ Both sides: the same input size (the config's, or what ``anchors: auto`` chooses
 boxes), the same train loader (the config's split, batch size and augmentation preset, the same
 seed, so the same images in the same order with the same augmentation), validation at the config's
 cadence (scaled with ``--epochs`` as ``detector train`` scales it) keeping the weights of the best
-val mAP@0.5, and the test split scored by :class:`detector.metrics.DetectionMetrics` in original
+value of what the config's ``best.ckpt`` monitors (``val/fitness`` = 0.1 mAP@0.5 + 0.9 COCO mAP in
+imported configs), and the test split scored by :class:`detector.metrics.DetectionMetrics` in original
 image pixels (COCO by pycocotools, at most 100 detections per image, score threshold 0.01). Train
 seconds are the wall time of each fit, validations included, on this machine as it was loaded
 (compare ratios only within one run). Prints two tables (overall, per class AP@0.5) and one JSON line.
@@ -65,6 +66,7 @@ from detector.data.dataset import targets_in_pixels  # noqa: E402
 from detector.evaluation import evaluate  # noqa: E402
 from detector.loading import load_detector  # noqa: E402
 from detector.metrics import DetectionMetrics  # noqa: E402
+from detector.module import FITNESS_MAP_50  # noqa: E402
 from detector.model.backbones import Backbone, build_backbone  # noqa: E402
 from detector.postprocess import to_pixels  # noqa: E402
 from detector.recipe import Stage, lesson_stages  # noqa: E402
@@ -84,6 +86,7 @@ class Setting:
     epochs: int
     frozen_epochs: int  # the first stage's epochs when it freezes the whole body, else 0
     val_every: int
+    monitor: str  # what best.ckpt keeps the best of (the config's first monitored checkpoint), without "val/"
 
 
 def _namespace(value: Any) -> Any:
@@ -107,9 +110,11 @@ def resolve(config_path: Path, epochs: int | None, seed: int) -> Setting:
     frozen = stages[0]["epochs"] if stages and stages[0]["freeze"] == "body" else 0
     data = config.data.as_dict()
     data.update(image_size=int(init.get("image_size", 224)), seed=seed)
+    monitors = [c.init_args.monitor for c in config.trainer.get("callbacks") or []
+                if str(c.get("class_path", "")).endswith("ModelCheckpoint") and c.get("init_args") and c.init_args.get("monitor")]
     return Setting(
         data, backbone, init.get("weights", "imagenet"), int(config.trainer.max_epochs), frozen,
-        int(config.trainer.get("check_val_every_n_epoch") or 1),
+        int(config.trainer.get("check_val_every_n_epoch") or 1), (monitors or ["val/map_50"])[0].removeprefix("val/"),
     )
 
 
@@ -119,6 +124,7 @@ def score(detections: list[dict[str, Tensor]], ground_truths: list[dict[str, Ten
     metric.update(detections, ground_truths)
     result = metric.compute()
     out = {k: float(result[k]) for k in KEYS}
+    out["fitness"] = FITNESS_MAP_50 * out["map_50"] + (1 - FITNESS_MAP_50) * out["map"]  # as the module logs it
     out["per_class_ap_50"] = {n: float(v) for n, v in zip(names, result["per_class"]["map_50"])}
     return out
 
@@ -133,19 +139,23 @@ def run_ours(args: argparse.Namespace, setting: Setting) -> dict[str, Any]:
         "--name", args.name, "--run.root", str(args.runs), "--seed_everything", str(args.seed),
         *shlex.split(args.ours_args),
     ]
-    print("ours:", shlex.join(command), file=sys.stderr, flush=True)
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-    start = time.perf_counter()
-    subprocess.run(command, check=True, env=env, cwd=args.cwd, stdout=sys.stderr)  # stdout: the tables only
-    seconds = time.perf_counter() - start
-    run = find_run(str(args.runs), args.name, "best.ckpt", None)
-    model = load_detector(run.checkpoints / "best.ckpt")
+    if args.ours_run is None:
+        print("ours:", shlex.join(command), file=sys.stderr, flush=True)
+        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+        start = time.perf_counter()
+        subprocess.run(command, check=True, env=env, cwd=args.cwd, stdout=sys.stderr)  # stdout: the tables only
+        seconds = time.perf_counter() - start
+        run = find_run(str(args.runs), args.name, "best.ckpt", None)
+        folder, label = run.path, f"{args.name}/v{run.version}"
+    else:
+        folder, label, seconds = args.ours_run, str(args.ours_run), float("nan")
+    model = load_detector(folder / "checkpoints" / "best.ckpt")
     if model.image_size != setting.data["image_size"]:
         raise RuntimeError(f"ours trained at {model.image_size} px, the peer would train at {setting.data['image_size']}")
     dm = DetectionDataModule(**setting.data)
     found = evaluate(model, dm, "test", progress=False)
     result = score(found.detections, found.ground_truths, model.class_names)
-    result.update(name=f"ours ({args.name}/v{run.version})", train_seconds=seconds, images_seen=images_seen(dm, setting))
+    result.update(name=f"ours ({label})", train_seconds=seconds, images_seen=images_seen(dm, setting))
     return result
 
 
@@ -273,16 +283,17 @@ def run_peer(args: argparse.Namespace, setting: Setting, schedule_name: str) -> 
         if per_epoch is not None:
             per_epoch.step()
         if (epoch + 1) % setting.val_every == 0 or epoch + 1 == setting.epochs:
-            val = score(*peer_detections(peer, dm, "val", size), names)["map_50"] if dm.jsons["val"] else float(epoch)
-            print(f"peer {schedule_name} epoch {epoch + 1}/{setting.epochs}: loss {float(loss):.3f}, val mAP@0.5 {val:.3f}",
-                  file=sys.stderr, flush=True)
+            val = score(*peer_detections(peer, dm, "val", size), names) if dm.jsons["val"] else {setting.monitor: epoch}
+            print(f"peer {schedule_name} epoch {epoch + 1}/{setting.epochs}: loss {float(loss):.3f}, val "
+                  + ", ".join(f"{k} {val[k]:.3f}" for k in ("map_50", "map", "fitness") if k in val), file=sys.stderr, flush=True)
+            val = val[setting.monitor]
             if val > best_map:
                 best, best_map = copy.deepcopy(peer.state_dict()), val
     seconds = time.perf_counter() - start
     peer.load_state_dict(best)
     dm.setup("test")
     result = score(*peer_detections(peer, dm, "test", size), names)
-    result.update(name=f"peer RetinaNet+FPN{args.fpn_channels}, {schedule_name}", train_seconds=seconds, images_seen=seen, best_val_map_50=best_map)
+    result.update(name=f"peer RetinaNet+FPN{args.fpn_channels}, {schedule_name}", train_seconds=seconds, images_seen=seen, **{f"best_val_{setting.monitor}": best_map})
     return result
 
 
@@ -298,7 +309,7 @@ def tables(rows: list[dict[str, Any]]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['name']} | " + " | ".join(f(r[k]) for k in KEYS) + f" | {r['train_seconds']:.0f} | {r['images_seen']} |")
+        lines.append(f"| {r['name']} | " + " | ".join(f(r[k]) for k in KEYS) + f" | {'n/a' if r['train_seconds'] != r['train_seconds'] else round(r['train_seconds'])} | {r['images_seen']} |")
     names = list(rows[0]["per_class_ap_50"])
     lines += ["", "| AP@0.5 per class | " + " | ".join(r["name"] for r in rows) + " |", "|---" * (len(rows) + 1) + "|"]
     for n in names:
@@ -315,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--schedules", nargs="+", choices=SCHEDULES, default=list(SCHEDULES), help="the peer's schedules")
     parser.add_argument("--fpn-channels", type=int, default=128, help="the peer's FPN and head width (default 128)")
     parser.add_argument("--skip-ours", action="store_true", help="train and score the peer only")
+    parser.add_argument("--ours-run", type=Path, help="score this finished run folder (runs/NAME/vN) instead of training ours")
     parser.add_argument("--skip-peer", action="store_true", help="train and score ours only (an ablation row)")
     parser.add_argument("--ours-args", default="", help="more arguments for our `detector train fit` (one string)")
     parser.add_argument("--name", help="our run's name (default: <the config's folder>_bench)")

@@ -68,7 +68,7 @@ def test_resolve_scales_the_recipe_and_the_validation_cadence_as_detector_train(
     text = text.replace("{epochs: 1, freeze: body}", "{epochs: 2, freeze: body}")  # recipe 2 + 1 epochs
     cfg.write_text(text)
     setting = peer.resolve(cfg, 6, seed=5)
-    assert (setting.epochs, setting.frozen_epochs, setting.val_every) == (6, 4, 4)
+    assert (setting.epochs, setting.frozen_epochs, setting.val_every, setting.monitor) == (6, 4, 4, "map_50")
     assert setting.data["image_size"] == 64 and setting.data["seed"] == 5 and setting.backbone == "resnet18"
 
 

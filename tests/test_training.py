@@ -231,6 +231,8 @@ def test_ema_weights_are_validated_saved_and_evaluated(tiny: Path, tmp_path: Pat
     metrics = evaluate("--checkpoint", str(tmp_path / "ckpt" / "last.ckpt"), "--out", str(tmp_path / "eval"), "--batch-size", "4", "--workers", "0")
     assert metrics["map_50"] == pytest.approx(float(t.callback_metrics["val/map_50"]), rel=1e-6)
     assert metrics["map_50"] > 0  # two zeros would be equal too (a model or an evaluation that finds nothing)
+    # val/fitness, what the imported configs' best.ckpt keeps: ultralytics' 0.1 mAP@0.5 + 0.9 COCO mAP.
+    assert float(t.callback_metrics["val/fitness"]) == pytest.approx(0.1 * metrics["map_50"] + 0.9 * metrics["map"], rel=1e-5)
 
 
 def test_eval_flip_tta_scores_what_validation_with_flip_tta_scores(tiny: Path, tmp_path: Path):

@@ -84,7 +84,7 @@ def write_config(path: Path, name: str, jsons: dict[str, Path], image_dir: Path,
         "  callbacks:",
         *([
             "    - class_path: lightning.pytorch.callbacks.ModelCheckpoint   # best.ckpt (list it first: --ckpt_path best reads it)",
-            "      init_args: {filename: best, monitor: val/map_50, mode: max, enable_version_counter: false}",
+            "      init_args: {filename: best, monitor: val/fitness, mode: max, enable_version_counter: false}   # 0.1 mAP@0.5 + 0.9 COCO mAP",
         ] if val else []),
         "    - class_path: lightning.pytorch.callbacks.ModelCheckpoint   # last.ckpt after every epoch: --ckpt_path last resumes it",
         "      init_args: {filename: last, save_on_train_epoch_end: true, enable_version_counter: false}",
