@@ -226,6 +226,9 @@ def test_import_then_train_the_written_config(tmp_path: Path, fmt: str):
     assert (tmp_path / "runs" / "pets" / "v1").is_dir()
     saved = yaml.safe_load((tmp_path / "runs" / "pets" / "v1" / "config.yaml").read_text())["model"]["init_args"]
     assert saved["anchors"]["grids"] and saved["image_size"] >= 224  # anchors: auto, chosen from the data at start
+    # best.ckpt keeps the best val/fitness (0.1 mAP@0.5 + 0.9 COCO mAP), which validation logs
+    assert "monitor: val/fitness" in (tmp_path / "data" / "pets" / "config.yaml").read_text()
+    assert (tmp_path / "runs" / "pets" / "v1" / "checkpoints" / "best.ckpt").is_file()
 
 
 def test_raccoon_as_a_user_imports_it(tmp_path: Path):
