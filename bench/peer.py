@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import inspect
 import json
 import os
 import shlex
@@ -67,9 +68,10 @@ from detector.evaluation import evaluate  # noqa: E402
 from detector.loading import load_detector  # noqa: E402
 from detector.metrics import DetectionMetrics  # noqa: E402
 from detector.module import FITNESS_MAP_50  # noqa: E402
-from detector.model.backbones import Backbone, build_backbone  # noqa: E402
+from detector.model.backbones import Backbone, backbone_stats, build_backbone  # noqa: E402
 from detector.postprocess import to_pixels  # noqa: E402
 from detector.recipe import Stage, lesson_stages  # noqa: E402
+from detector.staged import StagedModule  # noqa: E402
 from detector.training.runs import find_run  # noqa: E402
 
 SCHEDULES = ("adamw", "sgd")
@@ -105,11 +107,12 @@ def resolve(config_path: Path, epochs: int | None, seed: int) -> Setting:
     config.trainer.max_epochs = epochs
     size_recipe(config)
     resolve_auto_anchors(config)
-    backbone = build_backbone.__defaults__[0] if init.get("backbone") is None else init.backbone
+    backbone = init.get("backbone") or inspect.signature(StagedModule).parameters["backbone"].default
     stages = [s.as_dict() for s in init.stages] if init.get("stages") else [asdict(s) for s in lesson_stages()]
     frozen = stages[0]["epochs"] if stages and stages[0]["freeze"] == "body" else 0
     data = config.data.as_dict()
-    data.update(image_size=int(init.get("image_size", 224)), seed=seed)
+    mean, std = backbone_stats(backbone)  # what `detector train` links from the backbone (detector.config)
+    data.update(image_size=int(init.get("image_size", 224)), mean=mean, std=std, seed=seed)
     monitors = [c.init_args.monitor for c in config.trainer.get("callbacks") or []
                 if str(c.get("class_path", "")).endswith("ModelCheckpoint") and c.get("init_args") and c.init_args.get("monitor")]
     return Setting(
@@ -148,7 +151,9 @@ def run_ours(args: argparse.Namespace, setting: Setting) -> dict[str, Any]:
         run = find_run(str(args.runs), args.name, "best.ckpt", None)
         folder, label = run.path, f"{args.name}/v{run.version}"
     else:
-        folder, label, seconds = args.ours_run, str(args.ours_run), float("nan")
+        folder, label = args.ours_run, str(args.ours_run)
+        # its wall time: from the resolved config written at the start to the last epoch's checkpoint
+        seconds = (folder / "checkpoints" / "last.ckpt").stat().st_mtime - (folder / "config.yaml").stat().st_mtime
     model = load_detector(folder / "checkpoints" / "best.ckpt")
     if model.image_size != setting.data["image_size"]:
         raise RuntimeError(f"ours trained at {model.image_size} px, the peer would train at {setting.data['image_size']}")
@@ -259,7 +264,7 @@ def run_peer(args: argparse.Namespace, setting: Setting, schedule_name: str) -> 
     peer = build_peer(setting, len(names), args.fpn_channels)
     loader = dm.train_dataloader()
     optimizer, per_step, per_epoch = schedule(schedule_name, peer, dm.hparams.batch_size, len(loader), setting.epochs)
-    best, best_map, seen = None, -1.0, 0
+    best, best_map, seen, diverged = None, -1.0, 0, None
     body = trainable_body(peer)
     start = time.perf_counter()
     for epoch in range(setting.epochs):
@@ -272,28 +277,34 @@ def run_peer(args: argparse.Namespace, setting: Setting, schedule_name: str) -> 
                 continue
             losses = peer(*peer_batch(batch, size))  # {"classification": focal loss, "bbox_regression": L1}
             loss = sum(losses.values())
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"peer ({schedule_name}): loss {float(loss)} at epoch {epoch}")
+            if not torch.isfinite(loss):  # diverged: what a user keeps is the best checkpoint before it
+                diverged = f"loss {float(loss)} at epoch {epoch + 1}"
+                break
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             if per_step is not None and epoch == 0:
                 per_step.step()
             seen += len(batch["images"])
+        if diverged:
+            print(f"peer {schedule_name}: diverged, {diverged}", file=sys.stderr, flush=True)
+            break
         if per_epoch is not None:
             per_epoch.step()
         if (epoch + 1) % setting.val_every == 0 or epoch + 1 == setting.epochs:
             val = score(*peer_detections(peer, dm, "val", size), names) if dm.jsons["val"] else {setting.monitor: epoch}
-            print(f"peer {schedule_name} epoch {epoch + 1}/{setting.epochs}: loss {float(loss):.3f}, val "
+            print(f"peer {schedule_name} epoch {epoch + 1}/{setting.epochs}: loss {loss.item():.3f}, val "
                   + ", ".join(f"{k} {val[k]:.3f}" for k in ("map_50", "map", "fitness") if k in val), file=sys.stderr, flush=True)
             val = val[setting.monitor]
             if val > best_map:
                 best, best_map = copy.deepcopy(peer.state_dict()), val
     seconds = time.perf_counter() - start
+    if best is None:
+        raise FloatingPointError(f"peer ({schedule_name}) diverged before its first validation: {diverged}")
     peer.load_state_dict(best)
     dm.setup("test")
     result = score(*peer_detections(peer, dm, "test", size), names)
-    result.update(name=f"peer RetinaNet+FPN{args.fpn_channels}, {schedule_name}", train_seconds=seconds, images_seen=seen, **{f"best_val_{setting.monitor}": best_map})
+    result.update(name=f"peer RetinaNet+FPN{args.fpn_channels}, {schedule_name}", train_seconds=seconds, images_seen=seen, **{f"best_val_{setting.monitor}": best_map}, diverged=diverged)
     return result
 
 
@@ -309,7 +320,8 @@ def tables(rows: list[dict[str, Any]]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['name']} | " + " | ".join(f(r[k]) for k in KEYS) + f" | {'n/a' if r['train_seconds'] != r['train_seconds'] else round(r['train_seconds'])} | {r['images_seen']} |")
+        name = r["name"] + (f" (diverged: {r['diverged']}; its best checkpoint before)" if r.get("diverged") else "")
+        lines.append(f"| {name} | " + " | ".join(f(r[k]) for k in KEYS) + f" | {'n/a' if r['train_seconds'] != r['train_seconds'] else round(r['train_seconds'])} | {r['images_seen']} |")
     names = list(rows[0]["per_class_ap_50"])
     lines += ["", "| AP@0.5 per class | " + " | ".join(r["name"] for r in rows) + " |", "|---" * (len(rows) + 1) + "|"]
     for n in names:
@@ -344,8 +356,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     if not args.skip_ours:
         rows.append(run_ours(args, setting))
-    if not args.skip_peer:
-        rows += [run_peer(args, setting, name) for name in args.schedules]
+        print("row:", json.dumps(rows[-1]), file=sys.stderr, flush=True)  # kept should a later row fail
+    for name in [] if args.skip_peer else args.schedules:
+        rows.append(run_peer(args, setting, name))
+        print("row:", json.dumps(rows[-1]), file=sys.stderr, flush=True)
     print(tables(rows))
     print(json.dumps({"config": str(args.config), "epochs": setting.epochs, "image_size": setting.data["image_size"],
                       "seed": args.seed, "threads": args.threads, "rows": rows}))

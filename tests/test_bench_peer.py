@@ -66,10 +66,13 @@ def test_resolve_scales_the_recipe_and_the_validation_cadence_as_detector_train(
     cfg = config(tmp_path, shapes)
     text = cfg.read_text().replace("  log_every_n_steps: 1", "  log_every_n_steps: 1\n  check_val_every_n_epoch: 2")
     text = text.replace("{epochs: 1, freeze: body}", "{epochs: 2, freeze: body}")  # recipe 2 + 1 epochs
+    text = text.replace("backbone: resnet18", "backbone: efficientnet_lite0")
     cfg.write_text(text)
     setting = peer.resolve(cfg, 6, seed=5)
     assert (setting.epochs, setting.frozen_epochs, setting.val_every, setting.monitor) == (6, 4, 4, "map_50")
-    assert setting.data["image_size"] == 64 and setting.data["seed"] == 5 and setting.backbone == "resnet18"
+    assert setting.data["image_size"] == 64 and setting.data["seed"] == 5 and setting.backbone == "efficientnet_lite0"
+    # the body's own input statistics, as detector train links them (Lite0: [-1, 1], not ImageNet's)
+    assert setting.data["mean"] == setting.data["std"] == (0.5, 0.5, 0.5)
 
 
 def test_peer_detections_are_mapped_to_each_images_original_pixels(peer, shapes):
