@@ -123,3 +123,10 @@ def test_coco_xywh_conversions_by_hand():
     xywh = torch.tensor([[10.0, 20.0, 30.0, 5.0]])
     torch.testing.assert_close(xyxy_to_xywh(xyxy), xywh)
     torch.testing.assert_close(xywh_to_xyxy(xywh), xyxy)
+
+
+def test_anchors_select_keeps_the_full_sets_grids_and_k(anchors):
+    some = anchors.select(torch.tensor([0, 5, 188]))
+    torch.testing.assert_close(some.cxcywh, anchors.cxcywh[[0, 5, 188]])
+    torch.testing.assert_close(some.cell_size, anchors.cell_size[[0, 5, 188]])
+    assert (some.grids, some.k) == (anchors.grids, anchors.k) == ((4, 2, 1), 9)
