@@ -204,6 +204,11 @@ def test_bad_inputs_fail_loudly():
         SSDLoss()(cls_logits, box_deltas, anchors, boxes, labels.clamp(max=C - 1) + (labels == 0) * C)
     with pytest.raises(ValueError, match="reduction"):
         SSDLoss(reduction="sum")
+    for alpha, gamma in ((0.0, 0.0), (1.0, 0.5)):  # the ends of the ranges are allowed
+        SSDLoss(alpha=alpha, gamma=gamma)
+    for alpha, gamma in ((1.5, 2.0), (-0.1, 2.0), (0.25, -1.0)):
+        with pytest.raises(ValueError, match="focal loss needs 0 <= alpha <= 1 and gamma >= 0"):
+            SSDLoss(alpha=alpha, gamma=gamma)
 
 
 @pytest.mark.parametrize("alpha,gamma", [(0.25, 2.0), (0.25, 1.0), (0.4, 1.5), (None, 0.0)])

@@ -6,7 +6,7 @@ import torch
 from detector.anchors import Anchors, make_anchors, mirror_index
 from detector.box_coder import SSDCoder
 from detector.module import AnchorConfig, DetectorModule, HeadConfig, LossConfig, PostprocessConfig
-from detector.postprocess import postprocess, to_pixels
+from detector.postprocess import _greedy_nms, flip_merge, postprocess, to_pixels
 from reference import actn_to_bb
 from reference import postprocess as reference_postprocess
 
@@ -108,6 +108,14 @@ def test_nms_decisions_near_the_threshold_are_exact_in_the_last_group():
     torch.testing.assert_close(dets[63]["boxes"], wanted)
 
 
+def test_nms_suppresses_only_above_the_threshold_not_at_it():
+    # IoU exactly 0.5 (0.5 / (1 + 0.5 - 0.5), exact in float32): kept at 0.5, suppressed below it.
+    boxes = torch.tensor([[[0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1.0, 0.5]]])  # (1, 2, 4), ranked by score
+    valid = torch.ones(1, 2, dtype=torch.bool)
+    assert _greedy_nms(boxes, valid, 0.5).tolist() == [[True, True]]
+    assert _greedy_nms(boxes, valid, 0.49).tolist() == [[True, False]]
+
+
 def test_nothing_above_the_threshold_gives_empty_detections():
     cls_logits, box_deltas, anchors = _activations(5, B=2, mean=-30.0)
     for det in postprocess(cls_logits, box_deltas, anchors):
@@ -163,6 +171,17 @@ def test_mirror_index_reflects_every_anchor():
     lopsided = Anchors(anchors.cxcywh[1:], anchors.cell_size[1:], anchors.grids, anchors.k)  # one corner anchor gone
     with pytest.raises(ValueError, match="not symmetric"):
         mirror_index(lopsided)
+
+
+def test_flip_merge_of_outputs_and_their_exact_mirror_is_those_outputs():
+    """flip_merge averages: when the flipped image's outputs are exactly the mirror of the image's
+    (its anchors swapped by mirror_index, the x delta negated), the merge changes nothing."""
+    cls_logits, box_deltas, anchors = _activations(11, B=2)
+    mirror = mirror_index(anchors)
+    flipped_box = box_deltas[:, mirror] * torch.tensor([-1.0, 1.0, 1.0, 1.0])
+    merged_cls, merged_box = flip_merge(cls_logits, box_deltas, cls_logits[:, mirror], flipped_box, mirror)
+    torch.testing.assert_close(merged_cls, cls_logits)
+    torch.testing.assert_close(merged_box, box_deltas)
 
 
 @pytest.mark.parametrize("coder", ["ssd", "tanh"])
