@@ -159,6 +159,11 @@ def test_bad_shapes_fail_loudly():
     cls_logits, box_deltas, anchors = _activations(7, B=2)
     with pytest.raises(ValueError, match="A = 189"):
         postprocess(cls_logits[:, :16], box_deltas[:, :16], anchors)
+    for topk, cap in ((0, 100), (50, 0)):
+        with pytest.raises(ValueError, match="topk_per_class and max_per_image must be >= 1"):
+            postprocess(cls_logits, box_deltas, anchors, topk_per_class=topk, max_per_image=cap)
+    one = postprocess(cls_logits, box_deltas, anchors, score_threshold=0.0, topk_per_class=1, max_per_image=1)
+    assert [len(d["scores"]) for d in one] == [1, 1]
 
 
 def test_mirror_index_reflects_every_anchor():
