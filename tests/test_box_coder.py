@@ -130,3 +130,10 @@ def test_anchors_select_keeps_the_full_sets_grids_and_k(anchors):
     torch.testing.assert_close(some.cxcywh, anchors.cxcywh[[0, 5, 188]])
     torch.testing.assert_close(some.cell_size, anchors.cell_size[[0, 5, 188]])
     assert (some.grids, some.k) == (anchors.grids, anchors.k) == ((4, 2, 1), 9)
+
+
+def test_anchors_to_a_device_keeps_everything(anchors):
+    moved = anchors.to("cpu")
+    assert torch.equal(moved.cxcywh, anchors.cxcywh) and torch.equal(moved.cell_size, anchors.cell_size)
+    assert (moved.grids, moved.k) == (anchors.grids, anchors.k)
+    assert moved.cxcywh.device.type == moved.cell_size.device.type == "cpu"
