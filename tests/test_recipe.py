@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from detector.recipe import FREEZE, OneCycle, Stage, stage_at_epoch, total_epochs
+from detector.errors import ConfigError
+from detector.recipe import FREEZE, OneCycle, Recipe, Stage, scale_stages, stage_at_epoch, total_epochs
 
 LESSON = (Stage(10, "body", 1.0), Stage(10, "groups_0", 0.25))
 
@@ -44,3 +45,37 @@ def test_each_stage_is_its_own_cycle_with_its_multiplier():
     assert f(100) == pytest.approx(0.25 / 20)  # stage 1 restarts at (lr / 4) / 20
     assert f(110) == pytest.approx(0.25)  # stage 1 peak: the lesson's lrs / 4
     assert f(500) == pytest.approx(0.25 / 20)  # past the end: the last value holds
+
+
+def test_scale_stages_keeps_shares_by_largest_remainder_and_one_epoch_each():
+    assert scale_stages(LESSON, 20) == list(LESSON)
+    assert scale_stages(LESSON, 7) == [Stage(4, "body", 1.0), Stage(3, "groups_0", 0.25)]  # a tie: the first
+    three = (Stage(2, "body"), Stage(3, "groups_0"), Stage(5, "none", 0.5))
+    assert [s.epochs for s in scale_stages(three, 4)] == [1, 1, 2]  # exact 0.8, 1.2, 2.0
+    assert [s.epochs for s in scale_stages(three, 7)] == [1, 2, 4]  # exact 1.4, 2.1, 3.5: the 3.5 rounds up
+    assert [s.epochs for s in scale_stages(three, 3)] == [1, 1, 1]
+    lopsided = (Stage(1, "body"), Stage(1, "groups_0"), Stage(18, "none"))
+    assert [s.epochs for s in scale_stages(lopsided, 4)] == [1, 1, 2]  # minimums overshoot: the longest gives
+    assert [(s.freeze, s.lr_mult) for s in scale_stages(three, 30)] == [(s.freeze, s.lr_mult) for s in three]
+    with pytest.raises(ConfigError, match="trainer.max_epochs 2: the recipe has 3 stages"):
+        scale_stages(three, 2)
+
+
+def test_recipe_refuses_no_stages_an_unknown_freeze_and_empty_stages():
+    Recipe(stages=(Stage(1, "none"),))  # one epoch is enough
+    with pytest.raises(ConfigError, match="at least one stage"):
+        Recipe(stages=())
+    with pytest.raises(ConfigError, match=r"stages\[1\].freeze = 'head' names no frozen layer groups"):
+        Recipe(stages=(Stage(1, "body"), Stage(1, "head")))
+    with pytest.raises(ConfigError, match=r"stages\[1\].epochs = 0: a stage lasts at least one epoch"):
+        Recipe(stages=(Stage(1, "body"), Stage(0, "none")))
+
+
+def test_one_cycle_shorter_than_cut_div_steps_still_climbs_one_step():
+    f = OneCycle((Stage(1, "none", 1.0),), steps_per_epoch=5, div=20, cut_div=10)  # 5 // 10 = 0 -> a 1-step climb
+    assert [f(i) for i in range(6)] == pytest.approx([1 / 20, 1.0, (1 + 0.75 * 19) / 20, (1 + 0.5 * 19) / 20,
+                                                      (1 + 0.25 * 19) / 20, 1 / 20])
+    one = OneCycle((Stage(1, "none", 1.0),), steps_per_epoch=1)  # the fall has no steps: no division by zero
+    assert one(0) == pytest.approx(1 / 20) and one(1) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="at least one stage"):
+        OneCycle((), steps_per_epoch=10)(0)
