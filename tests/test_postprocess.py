@@ -116,6 +116,23 @@ def test_nms_suppresses_only_above_the_threshold_not_at_it():
     assert _greedy_nms(boxes, valid, 0.49).tolist() == [[True, False]]
 
 
+def test_a_score_equal_to_the_threshold_is_not_above_it():
+    cls_logits, box_deltas, anchors = _activations(12, B=2)
+    at = postprocess(torch.zeros_like(cls_logits), box_deltas, anchors, score_threshold=0.5)  # sigmoid(0) = 0.5
+    assert [len(d["scores"]) for d in at] == [0, 0]
+
+
+def test_tied_scores_come_in_class_order():
+    # 40 detections with the same score (20 classes at two far-apart anchors): a stable sort keeps
+    # them by class; an unstable one (torch's CPU sort beyond ~16 values) would shuffle them.
+    anchors = make_anchors()
+    cls_logits = torch.full((1, len(anchors), C), -20.0)
+    cls_logits[0, [0, 15]] = 0.0  # the top-left and bottom-right cells of the 4x4 grid
+    (det,) = postprocess(cls_logits, torch.zeros(1, len(anchors), 4), anchors)
+    assert len(det["scores"]) == 2 * C and (det["scores"] == 0.5).all()
+    assert det["labels"].tolist() == sorted(det["labels"].tolist())
+
+
 def test_nothing_above_the_threshold_gives_empty_detections():
     cls_logits, box_deltas, anchors = _activations(5, B=2, mean=-30.0)
     for det in postprocess(cls_logits, box_deltas, anchors):
