@@ -137,3 +137,13 @@ def test_anchors_to_a_device_keeps_everything(anchors):
     assert torch.equal(moved.cxcywh, anchors.cxcywh) and torch.equal(moved.cell_size, anchors.cell_size)
     assert (moved.grids, moved.k) == (anchors.grids, anchors.k)
     assert moved.cxcywh.device.type == moved.cell_size.device.type == "cpu"
+
+
+def test_make_anchors_refuses_an_empty_set_a_bad_ratio_or_grid():
+    for grids, zooms, ratios in (((), (1.0,), ((1, 1),)), ((4,), (), ((1, 1),)), ((4,), (1.0,), ())):
+        with pytest.raises(ValueError, match="anchors need at least one grid, zoom and ratio"):
+            make_anchors(grids, zooms, ratios)
+    with pytest.raises(ValueError, match=r"each ratio must be an \(rh, rw\) pair"):
+        make_anchors((4,), (1.0,), ((1.0, 1.0), (2.0,)))
+    with pytest.raises(ValueError, match="grid sides must be >= 1"):
+        make_anchors((4, 0), (1.0,), ((1.0, 1.0),))
