@@ -147,3 +147,8 @@ def test_make_anchors_refuses_an_empty_set_a_bad_ratio_or_grid():
         make_anchors((4,), (1.0,), ((1.0, 1.0), (2.0,)))
     with pytest.raises(ValueError, match="grid sides must be >= 1"):
         make_anchors((4, 0), (1.0,), ((1.0, 1.0),))
+
+
+def test_make_anchors_shapes_and_cell_sizes(anchors):
+    assert anchors.cxcywh.shape == (189, 4) and anchors.cell_size.shape == (189, 1)
+    assert anchors.cell_size[:, 0].unique().tolist() == pytest.approx([0.25, 0.5, 1.0])  # grids 4, 2, 1
