@@ -309,6 +309,17 @@ def test_classes_without_ground_truth_are_nan_and_left_out_of_the_means():
     assert r["per_class"]["num_positives"].tolist() == [1, 1, 0, 0]
 
 
+def test_targets_without_difficult_count_every_object():
+    preds = [det([[0, 0, 10, 10], [50, 50, 60, 60]], [0.9, 0.8], [0, 1])]
+    targets = [gt([[0, 0, 10, 10], [20, 20, 30, 30]], [0, 1], difficult=[False, True])]
+    plain = [{k: v for k, v in t.items() if k != "difficult"} for t in targets]
+    want = metrics_of(preds, [gt([[0, 0, 10, 10], [20, 20, 30, 30]], [0, 1])], 2)
+    got = metrics_of(preds, plain, 2)
+    assert got["per_class"]["num_positives"].tolist() == [1, 1]
+    for key in ("map", "map_50", "voc07_map_50", "voc_map_50"):
+        torch.testing.assert_close(got[key], want[key])
+
+
 def test_bad_input_fails_loudly():
     targets = [gt([[0, 0, 10, 10]], [0])]
     with pytest.raises(ValueError, match="labels must be integers in 0..1"):
@@ -317,7 +328,8 @@ def test_bad_input_fails_loudly():
         voc_evaluate([det([], [], [])], targets * 2, 2)
     with pytest.raises(ValueError, match="lacks \\['scores'\\]"):
         voc_evaluate([{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}], targets, 2)
-    with pytest.raises(RuntimeError, match="before any update"), pytest.warns(UserWarning, match="before the"):
+    with pytest.raises(RuntimeError, match="DetectionMetrics has no images to evaluate: called before any update"), \
+            pytest.warns(UserWarning, match="before the"):
         DetectionMetrics(2).compute()
 
 
