@@ -309,6 +309,21 @@ def test_classes_without_ground_truth_are_nan_and_left_out_of_the_means():
     assert r["per_class"]["num_positives"].tolist() == [1, 1, 0, 0]
 
 
+def test_coco_iou_thresholds_are_pycocotools_own():
+    # IoU exactly 0.55 (5,500 / 10,000): a match at 0.50 and 0.55, none at 0.60-0.95, so AP 2 / 10;
+    # torchmetrics' float32 thresholds (0.550000011920929) would miss the 0.55 match.
+    r = metrics_of([det([[0, 0, 100, 55]], [0.9], [0])], [gt([[0, 0, 100, 100]], [0])], 1)
+    assert float(r["map"]) == pytest.approx(0.2)
+    assert float(r["per_class"]["map"][0]) == pytest.approx(0.2)
+
+
+def test_per_class_ap_counts_up_to_100_detections_per_image():
+    boxes = [[20 * i, 0, 20 * i + 10, 10] for i in range(12)]  # 12 objects, found exactly
+    r = metrics_of([det(boxes, [1 - i / 100 for i in range(12)], [0] * 12)], [gt(boxes, [0] * 12)], 1)
+    for key in ("map", "map_50", "map_75"):
+        assert float(r["per_class"][key][0]) == pytest.approx(1.0), key  # not 10 / 12: maxDets 100, not 10
+
+
 def test_targets_without_difficult_count_every_object():
     preds = [det([[0, 0, 10, 10], [50, 50, 60, 60]], [0.9, 0.8], [0, 1])]
     targets = [gt([[0, 0, 10, 10], [20, 20, 30, 30]], [0, 1], difficult=[False, True])]
