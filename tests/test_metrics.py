@@ -336,6 +336,8 @@ def test_targets_without_difficult_count_every_object():
 
 
 def test_bad_input_fails_loudly():
+    with pytest.raises(ValueError, match="num_classes must be >= 1, got 0"):
+        DetectionMetrics(0)
     targets = [gt([[0, 0, 10, 10]], [0])]
     with pytest.raises(ValueError, match="labels must be integers in 0..1"):
         voc_evaluate([det([[0, 0, 1, 1]], [0.5], [-1])], targets, 2)
