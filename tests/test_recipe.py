@@ -13,6 +13,8 @@ LESSON = (Stage(10, "body", 1.0), Stage(10, "groups_0", 0.25))
 def test_stage_boundaries():
     assert total_epochs(LESSON) == 20
     assert [stage_at_epoch(LESSON, e) for e in (0, 9, 10, 19, 25)] == [0, 0, 1, 1, 1]
+    three = (Stage(2), Stage(2), Stage(2))
+    assert [stage_at_epoch(three, e) for e in range(7)] == [0, 0, 1, 1, 2, 2, 2]
     assert FREEZE == {"body": (0, 1), "groups_0": (0,), "none": ()}  # layer groups: body 0, body 1 (the head: 2)
 
 
@@ -45,6 +47,8 @@ def test_each_stage_is_its_own_cycle_with_its_multiplier():
     assert f(100) == pytest.approx(0.25 / 20)  # stage 1 restarts at (lr / 4) / 20
     assert f(110) == pytest.approx(0.25)  # stage 1 peak: the lesson's lrs / 4
     assert f(500) == pytest.approx(0.25 / 20)  # past the end: the last value holds
+    g = OneCycle(LESSON + (Stage(10, "none", 0.5),), steps_per_epoch=10)
+    assert g(210) == pytest.approx(0.5) and g(299) < g(210)  # stage 2 starts at step 200: its peak at 210
 
 
 def test_scale_stages_keeps_shares_by_largest_remainder_and_one_epoch_each():
@@ -57,6 +61,9 @@ def test_scale_stages_keeps_shares_by_largest_remainder_and_one_epoch_each():
     lopsided = (Stage(1, "body"), Stage(1, "groups_0"), Stage(18, "none"))
     assert [s.epochs for s in scale_stages(lopsided, 4)] == [1, 1, 2]  # minimums overshoot: the longest gives
     assert [(s.freeze, s.lr_mult) for s in scale_stages(three, 30)] == [(s.freeze, s.lr_mult) for s in three]
+    assert [s.epochs for s in scale_stages((Stage(3), Stage(5)), 5)] == [2, 3]  # 1.875, 3.125: remainder, not size
+    assert [s.epochs for s in scale_stages((Stage(1), Stage(1), Stage(1)), 5)] == [2, 2, 1]  # one each, in order
+    assert [s.epochs for s in scale_stages((Stage(18), Stage(1), Stage(1)), 4)] == [2, 1, 1]  # the longest gives
     with pytest.raises(ConfigError, match="trainer.max_epochs 2: the recipe has 3 stages"):
         scale_stages(three, 2)
 
@@ -75,6 +82,8 @@ def test_one_cycle_shorter_than_cut_div_steps_still_climbs_one_step():
     f = OneCycle((Stage(1, "none", 1.0),), steps_per_epoch=5, div=20, cut_div=10)  # 5 // 10 = 0 -> a 1-step climb
     assert [f(i) for i in range(6)] == pytest.approx([1 / 20, 1.0, (1 + 0.75 * 19) / 20, (1 + 0.5 * 19) / 20,
                                                       (1 + 0.25 * 19) / 20, 1 / 20])
+    two = OneCycle((Stage(1, "none", 1.0),), steps_per_epoch=2)  # up in one step, down in one
+    assert [two(i) for i in range(3)] == pytest.approx([1 / 20, 1.0, 1 / 20])
     one = OneCycle((Stage(1, "none", 1.0),), steps_per_epoch=1)  # the fall has no steps: no division by zero
     assert one(0) == pytest.approx(1 / 20) and one(1) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="at least one stage"):
