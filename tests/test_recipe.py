@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
+from torch import nn
 
 from detector.errors import ConfigError
-from detector.recipe import FREEZE, OneCycle, Recipe, Stage, scale_stages, stage_at_epoch, total_epochs
+from detector.recipe import (
+    FREEZE, OneCycle, Recipe, Stage, apply_freeze, freeze_for_epoch, lesson_stages, scale_stages, stage_at_epoch,
+    total_epochs,
+)
 
 LESSON = (Stage(10, "body", 1.0), Stage(10, "groups_0", 0.25))
 
 
 def test_stage_boundaries():
+    assert lesson_stages() == list(LESSON)
     assert total_epochs(LESSON) == 20
     assert [stage_at_epoch(LESSON, e) for e in (0, 9, 10, 19, 25)] == [0, 0, 1, 1, 1]
     three = (Stage(2), Stage(2), Stage(2))
@@ -64,6 +71,8 @@ def test_scale_stages_keeps_shares_by_largest_remainder_and_one_epoch_each():
     assert [s.epochs for s in scale_stages((Stage(3), Stage(5)), 5)] == [2, 3]  # 1.875, 3.125: remainder, not size
     assert [s.epochs for s in scale_stages((Stage(1), Stage(1), Stage(1)), 5)] == [2, 2, 1]  # one each, in order
     assert [s.epochs for s in scale_stages((Stage(18), Stage(1), Stage(1)), 4)] == [2, 1, 1]  # the longest gives
+    five = (Stage(10), Stage(10), Stage(1), Stage(1), Stage(1))  # 3, 3, 1, 1, 1: three too many
+    assert [s.epochs for s in scale_stages(five, 6)] == [1, 2, 1, 1, 1]  # equally long: the first gives first
     with pytest.raises(ConfigError, match="trainer.max_epochs 2: the recipe has 3 stages"):
         scale_stages(three, 2)
 
@@ -88,3 +97,44 @@ def test_one_cycle_shorter_than_cut_div_steps_still_climbs_one_step():
     assert one(0) == pytest.approx(1 / 20) and one(1) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="at least one stage"):
         OneCycle((), steps_per_epoch=10)(0)
+
+
+def _groups():
+    """Three layer groups, each a conv and a BatchNorm, like the body's two groups and the head."""
+    return [nn.Sequential(nn.Conv2d(1, 1, 1), nn.BatchNorm2d(1)).train() for _ in range(3)]
+
+
+def _trainable(groups):
+    return [[p.requires_grad for p in g.parameters()] for g in groups]  # conv w, b, bn w, b
+
+
+def test_apply_freeze_keeps_batchnorm_training_by_default():
+    groups = _groups()
+    apply_freeze(groups, (0, 1))
+    assert _trainable(groups) == [[False, False, True, True]] * 2 + [[True] * 4]
+    assert all(g[1].training for g in groups)
+
+
+def test_freeze_for_epoch_follows_the_recipes_stages():
+    recipe = Recipe(stages=(Stage(1, "body"), Stage(1, "groups_0"), Stage(1, "none")), train_bn=False)
+    groups = _groups()
+    module = SimpleNamespace(recipe=recipe, model=SimpleNamespace(layer_groups=groups))
+    frozen, trains = [False] * 4, [True] * 4
+    for epoch, want in enumerate(([frozen, frozen, trains], [frozen, trains, trains], [trains, trains, trains])):
+        for g in groups:
+            g.train()  # as Lightning does before every training epoch
+        freeze_for_epoch(module, epoch)
+        assert _trainable(groups) == want, epoch
+        assert [g[1].training for g in groups] == [w[2] for w in want], epoch  # frozen BatchNorm: eval
+
+
+def test_freeze_for_epoch_norm_eval_and_fixed_depthwise_reach_both_body_groups():
+    def depthwise_groups():
+        return [nn.Sequential(nn.Conv2d(2, 2, 3, groups=2), nn.BatchNorm2d(2)).train() for _ in range(3)]
+
+    for norm_eval, train_depthwise in ((False, True), (True, False)):
+        recipe = Recipe(stages=(Stage(1, "none"),), norm_eval=norm_eval, train_depthwise=train_depthwise)
+        groups = depthwise_groups()
+        freeze_for_epoch(SimpleNamespace(recipe=recipe, model=SimpleNamespace(layer_groups=groups)), 0)
+        assert [g[1].training for g in groups] == [not norm_eval] * 2 + [True]
+        assert [g[0].weight.requires_grad for g in groups] == [train_depthwise] * 2 + [True]
