@@ -13,7 +13,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from detector.metrics import DetectionMetrics
-from detector.voc_ap import all_point_ap, eleven_point_ap, voc_evaluate
+from detector.voc_ap import all_point_ap, check_images, eleven_point_ap, match_detections, voc_evaluate
 
 # ---------------------------------------------------------------------------------------- helpers
 
@@ -333,6 +333,45 @@ def test_targets_without_difficult_count_every_object():
     assert got["per_class"]["num_positives"].tolist() == [1, 1]
     for key in ("map", "map_50", "voc07_map_50", "voc_map_50"):
         torch.testing.assert_close(got[key], want[key])
+
+
+def test_malformed_image_dicts_are_named_in_full():
+    one = [gt([[0, 0, 10, 10]], [0])]
+    cases = [
+        ([det([[0, 0, 1, 1]], [0.5], [0])], [{"boxes": torch.zeros(1, 5), "labels": torch.tensor([0])}],
+         r"image 0: ground truth boxes must be float \(1, 4\) for 1 labels, got torch.float32 \(1, 5\)"),
+        ([{**det([[0, 0, 1, 1]], [0.5], [0]), "scores": torch.ones(2)}], one,
+         r"image 0: detections scores must have shape \(1,\), got \(2,\)"),
+        ([det([[0, 0, 1, 1]], [0.5], [0])], [{**one[0], "difficult": torch.zeros(2, dtype=torch.bool)}],
+         r"image 0: ground truth difficult must have shape \(1,\), got \(2,\)"),
+    ]
+    for dets, gts, message in cases:
+        with pytest.raises(ValueError, match=f"^{message}$"):
+            check_images(dets, gts, 2)
+    with pytest.raises(ValueError, match="^matching needs at least one image$"):
+        match_detections([], [], 2)
+
+
+def test_voc_ground_truth_without_difficult_has_none():
+    preds = [det([[0, 0, 10, 10], [20, 20, 30, 30]], [0.9, 0.8], [0, 0])]
+    targets = [gt([[0, 0, 10, 10], [20, 20, 30, 30]], [0, 0], difficult=[False, True])]
+    plain = [{k: v for k, v in t.items() if k != "difficult"} for t in targets]
+    r = voc_evaluate(preds, plain, 1)
+    assert r["num_positives"].tolist() == [2] and r["voc_ap"].tolist() == [1.0]
+
+
+def test_matching_keeps_tied_scores_in_input_order():
+    # 20 detections with one score, alternating classes: a stable sort keeps them as given
+    # (torch's CPU sort is not stable beyond ~16 values).
+    boxes = [[20 * i, 0, 20 * i + 10, 10] for i in range(20)]
+    labels = [i % 2 for i in range(20)]
+    m = match_detections([det(boxes, [0.5] * 20, labels)], [gt(boxes[:1], [0])], 2)
+    assert m.labels.tolist() == labels
+
+
+def test_a_class_without_ground_truth_before_others_does_not_stop_their_ap():
+    r = voc_evaluate([det([[0, 0, 10, 10]], [0.9], [2])], [gt([[0, 0, 10, 10]], [2])], 3)
+    assert math.isnan(r["voc_ap"][0]) and math.isnan(r["voc_ap"][1]) and r["voc_ap"][2] == 1.0
 
 
 def test_bad_input_fails_loudly():
