@@ -361,12 +361,11 @@ def test_voc_ground_truth_without_difficult_has_none():
 
 
 def test_matching_keeps_tied_scores_in_input_order():
-    # 20 detections with one score, alternating classes: a stable sort keeps them as given
+    # 20 detections with one score, each of its own class: a stable sort keeps them as given
     # (torch's CPU sort is not stable beyond ~16 values).
     boxes = [[20 * i, 0, 20 * i + 10, 10] for i in range(20)]
-    labels = [i % 2 for i in range(20)]
-    m = match_detections([det(boxes, [0.5] * 20, labels)], [gt(boxes[:1], [0])], 2)
-    assert m.labels.tolist() == labels
+    m = match_detections([det(boxes, [0.5] * 20, list(range(20)))], [gt(boxes[:1], [0])], 20)
+    assert m.labels.tolist() == list(range(20))
 
 
 def test_a_class_without_ground_truth_before_others_does_not_stop_their_ap():
