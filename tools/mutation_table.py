@@ -4,7 +4,8 @@ Reads the ``mutants/**/*.py.meta`` files mutmut writes, counts each module's mut
 (mutmut's own exit-code mapping) and prints one Markdown row per module: mutants, killed,
 survived, no tests (no selected test calls the mutated function), timeouts, others (suspicious,
 segfault; "not checked" = not run yet), and the percentage of covered mutants (all but "no
-tests" and "not checked") that were killed. ``--survivors`` also lists the surviving mutants'
+tests" and "not checked") that were killed; a timeout (a mutant that made a loop endless, stopped
+by mutmut's time limit) counts as killed there. ``--survivors`` also lists the surviving mutants'
 names, for ``mutmut show NAME``.
 """
 
@@ -48,7 +49,7 @@ def row(module: str, counts: Counter, n: int) -> str:
     other = n - sum(counts[k] for k in main_columns)
     others = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()) if k not in main_columns)
     covered = n - counts["no tests"] - counts["not checked"]
-    percent = f"{100 * counts['killed'] / covered:.1f}" if covered else "-"
+    percent = f"{100 * (counts['killed'] + counts['timeout']) / covered:.1f}" if covered else "-"
     cells = [module, n, *(counts[k] for k in main_columns), f"{other} ({others})" if other else 0, percent]
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
