@@ -308,3 +308,35 @@ def test_large_jpeg_decodes_reduced_but_whole(tmp_path: Path, width: int, height
         red = image[..., 0].astype(int) - image[..., 1] > 100  # (h, w) the quarter, at the reduced scale
         ys, xs = np.nonzero(red)
         assert abs(xs.max() + 1 - w / 2) <= 1.5 and abs(ys.max() + 1 - h / 2) <= 1.5 and xs.min() == ys.min() == 0
+
+
+def test_every_malformed_entry_is_listed_with_its_id_place_and_reason(tmp_path: Path, coco: dict):
+    coco["images"] += [
+        "not an object",
+        {"id": 20, "file_name": "x.jpg", "width": 64},
+        {"id": "21", "file_name": "y.jpg", "width": 64, "height": 48},
+        {"id": 10, "file_name": "dup.jpg", "width": 64, "height": 48},
+        {"id": 22, "file_name": "w0.jpg", "width": 0, "height": 48},
+        {"id": 23, "file_name": "h0.jpg", "width": 64, "height": 0},
+        {"id": 24, "file_name": "s.jpg", "width": "64", "height": 48},
+        {"id": 25, "file_name": "one.jpg", "width": 1, "height": 1},  # the smallest valid image
+    ]
+    coco["annotations"] += ["not an object", {"id": 9, "image_id": 11}]
+    split = load(tmp_path, coco, on_bad_record="skip", verify_images=False)
+    json_path = tmp_path / "split.json"
+    assert split.report.problems == (
+        f"{json_path}: image id ? (images[3]): expected an object, got 'not an object'",
+        f"{json_path}: image id 20 (images[4]): missing key(s) ['height']",
+        f"{json_path}: image id 21 (images[5]): id is not an integer",
+        f"{json_path}: image id 10 (dup.jpg): duplicate image id (also a.jpg)",
+        f"{json_path}: image id 22 (w0.jpg): width and height must be positive integers, got 0 x 48",
+        f"{json_path}: image id 23 (h0.jpg): width and height must be positive integers, got 64 x 0",
+        f"{json_path}: image id 24 (s.jpg): width and height must be positive integers, got '64' x 48",
+        f"{json_path}: annotation id ? (image id ?, annotations[3]): expected an object, got 'not an object'",
+        f"{json_path}: annotation id 9 (image id 11, b.jpg): missing key(s) ['bbox', 'category_id']",
+    )
+    assert split.report.reasons == (
+        ("malformed image entry",) * 3 + ("duplicate id",) + ("malformed image entry",) * 3
+        + ("malformed annotation",) * 2
+    )
+    assert [r.image_id for r in split.records] == [12, 25]  # 10 (duplicated) and 11 (a bad annotation) dropped
