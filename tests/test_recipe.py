@@ -16,8 +16,11 @@ from detector.recipe import (
 LESSON = (Stage(10, "body", 1.0), Stage(10, "groups_0", 0.25))
 
 
-def test_stage_boundaries():
+def test_lesson_stages_are_the_lessons_recipe():
     assert lesson_stages() == list(LESSON)
+
+
+def test_stage_boundaries():
     assert total_epochs(LESSON) == 20
     assert [stage_at_epoch(LESSON, e) for e in (0, 9, 10, 19, 25)] == [0, 0, 1, 1, 1]
     three = (Stage(2), Stage(2), Stage(2))
