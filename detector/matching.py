@@ -53,7 +53,6 @@ class Match(NamedTuple):
     overlap: Tensor
 
 
-@torch.no_grad()
 def match(anchors: Anchors, boxes: Tensor, labels: Tensor, iou_threshold: float = 0.4) -> Match:
     """Assign every anchor of every image to a ground-truth object or to background.
 
@@ -72,28 +71,29 @@ def match(anchors: Anchors, boxes: Tensor, labels: Tensor, iou_threshold: float 
         )
     if not 0.0 <= iou_threshold < 1.0:
         raise ValueError(f"iou_threshold must be in [0, 1); got {iou_threshold}")
-    B, M = labels.shape
-    if M == 0:  # one all-padding column keeps every reduction below well-defined
-        boxes, labels, M = boxes.new_zeros(B, 1, 4), labels.new_full((B, 1), -1), 1
-    A = len(anchors)
-    is_real = labels >= 0  # (B, M)
-    iou = batched_box_iou(boxes, anchors.xyxy.to(boxes))  # (B, M, A)
-    iou = iou.masked_fill(~is_real[:, :, None], -1.0)  # (B, M, A) padding never wins
+    with torch.no_grad():  # a with block, not a decorator: mutmut mutates no decorated function
+        B, M = labels.shape
+        if M == 0:  # one all-padding column keeps every reduction below well-defined
+            boxes, labels, M = boxes.new_zeros(B, 1, 4), labels.new_full((B, 1), -1), 1
+        A = len(anchors)
+        is_real = labels >= 0  # (B, M)
+        iou = batched_box_iou(boxes, anchors.xyxy.to(boxes))  # (B, M, A)
+        iou = iou.masked_fill(~is_real[:, :, None], -1.0)  # (B, M, A) padding never wins
 
-    # Step 2: each anchor's best object (the lesson's gt_overlap, gt_idx = overlaps.max(0)).
-    overlap, matched_idx = iou.max(dim=1)  # (B, A) each
-    # Step 3: each object's best anchor (the lesson's prior_idx = overlaps.max(1)[1]); the later object
-    # wins a shared anchor: amax over object indices, padding contributing -1 (= "no object").
-    best_anchor = iou.argmax(dim=2)  # (B, M)
-    objects = torch.arange(M, device=labels.device).expand(B, M).masked_fill(~is_real, -1)  # (B, M)
-    forced = labels.new_full((B, A), -1).scatter_reduce(1, best_anchor, objects, reduce="amax")  # (B, A)
-    is_forced = forced >= 0  # (B, A)
-    matched_idx = torch.where(is_forced, forced, matched_idx)  # (B, A)
-    overlap = torch.where(is_forced, overlap.new_tensor(FORCED_OVERLAP), overlap.clamp(min=0))  # (B, A)
+        # Step 2: each anchor's best object (the lesson's gt_overlap, gt_idx = overlaps.max(0)).
+        overlap, matched_idx = iou.max(dim=1)  # (B, A) each
+        # Step 3: each object's best anchor (the lesson's prior_idx = overlaps.max(1)[1]); the later object
+        # wins a shared anchor: amax over object indices, padding contributing -1 (= "no object").
+        best_anchor = iou.argmax(dim=2)  # (B, M)
+        objects = torch.arange(M, device=labels.device).expand(B, M).masked_fill(~is_real, -1)  # (B, M)
+        forced = labels.new_full((B, A), -1).scatter_reduce(1, best_anchor, objects, reduce="amax")  # (B, A)
+        is_forced = forced >= 0  # (B, A)
+        matched_idx = torch.where(is_forced, forced, matched_idx)  # (B, A)
+        overlap = torch.where(is_forced, overlap.new_tensor(FORCED_OVERLAP), overlap.clamp(min=0))  # (B, A)
 
-    # Step 4: threshold; gather each anchor's class and box.
-    positive = overlap > iou_threshold  # (B, A)
-    target_labels = labels.gather(1, matched_idx).masked_fill(~positive, -1)  # (B, A)
-    target_boxes = boxes.gather(1, matched_idx[:, :, None].expand(B, A, 4))  # (B, A, 4)
-    target_boxes = target_boxes.masked_fill(~positive[:, :, None], 0.0)  # (B, A, 4)
-    return Match(matched_idx, positive, target_labels, target_boxes, overlap)
+        # Step 4: threshold; gather each anchor's class and box.
+        positive = overlap > iou_threshold  # (B, A)
+        target_labels = labels.gather(1, matched_idx).masked_fill(~positive, -1)  # (B, A)
+        target_boxes = boxes.gather(1, matched_idx[:, :, None].expand(B, A, 4))  # (B, A, 4)
+        target_boxes = target_boxes.masked_fill(~positive[:, :, None], 0.0)  # (B, A, 4)
+        return Match(matched_idx, positive, target_labels, target_boxes, overlap)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from detector.anchors import make_anchors
 from detector.box_coder import SSDCoder, TanhCoder, make_box_coder
-from detector.boxes import xyxy_to_cxcywh
+from detector.boxes import clip_boxes, xywh_to_xyxy, xyxy_to_cxcywh, xyxy_to_xywh
 from reference import actn_to_bb
 
 
@@ -106,3 +106,49 @@ def test_ssd_loc_loss_is_smooth_l1_on_encoded_deltas(anchors):
 def test_wrong_shape_fails_loudly(anchors):
     with pytest.raises(ValueError, match="A=189"):
         TanhCoder().decode(torch.zeros(2, 16, 4), anchors)
+
+
+def test_clip_boxes_clamps_into_the_image_and_keeps_the_boxes_dtype():
+    boxes = torch.tensor([[-0.5, -2.0, 1.5, 0.5], [0.2, 0.3, 0.4, 9.0]])
+    torch.testing.assert_close(clip_boxes(boxes), torch.tensor([[0.0, 0.0, 1.0, 0.5], [0.2, 0.3, 0.4, 1.0]]))
+    # per-box sizes as a float64 (N, 1) tensor: the result is still the boxes' float32
+    sizes = torch.tensor([[0.3], [2.0]], dtype=torch.float64)
+    got = clip_boxes(boxes, width=sizes, height=sizes.flip(0))
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, torch.tensor([[0.0, 0.0, 0.3, 0.5], [0.2, 0.3, 0.4, 0.3]]))
+
+
+def test_coco_xywh_conversions_by_hand():
+    xyxy = torch.tensor([[10.0, 20.0, 40.0, 25.0]])
+    xywh = torch.tensor([[10.0, 20.0, 30.0, 5.0]])
+    torch.testing.assert_close(xyxy_to_xywh(xyxy), xywh)
+    torch.testing.assert_close(xywh_to_xyxy(xywh), xyxy)
+
+
+def test_anchors_select_keeps_the_full_sets_grids_and_k(anchors):
+    some = anchors.select(torch.tensor([0, 5, 188]))
+    torch.testing.assert_close(some.cxcywh, anchors.cxcywh[[0, 5, 188]])
+    torch.testing.assert_close(some.cell_size, anchors.cell_size[[0, 5, 188]])
+    assert (some.grids, some.k) == (anchors.grids, anchors.k) == ((4, 2, 1), 9)
+
+
+def test_anchors_to_a_device_keeps_everything(anchors):
+    moved = anchors.to("cpu")
+    assert torch.equal(moved.cxcywh, anchors.cxcywh) and torch.equal(moved.cell_size, anchors.cell_size)
+    assert (moved.grids, moved.k) == (anchors.grids, anchors.k)
+    assert moved.cxcywh.device.type == moved.cell_size.device.type == "cpu"
+
+
+def test_make_anchors_refuses_an_empty_set_a_bad_ratio_or_grid():
+    for grids, zooms, ratios in (((), (1.0,), ((1, 1),)), ((4,), (), ((1, 1),)), ((4,), (1.0,), ())):
+        with pytest.raises(ValueError, match="anchors need at least one grid, zoom and ratio"):
+            make_anchors(grids, zooms, ratios)
+    with pytest.raises(ValueError, match=r"each ratio must be an \(rh, rw\) pair"):
+        make_anchors((4,), (1.0,), ((1.0, 1.0), (2.0,)))
+    with pytest.raises(ValueError, match="grid sides must be >= 1"):
+        make_anchors((4, 0), (1.0,), ((1.0, 1.0),))
+
+
+def test_make_anchors_shapes_and_cell_sizes(anchors):
+    assert anchors.cxcywh.shape == (189, 4) and anchors.cell_size.shape == (189, 1)
+    assert anchors.cell_size[:, 0].unique().tolist() == pytest.approx([0.25, 0.5, 1.0])  # grids 4, 2, 1

@@ -110,6 +110,25 @@ def test_images_without_objects_give_zero_loc_and_finite_gradients():
     torch.testing.assert_close(empty["loss"], terms["loss"])
 
 
+@pytest.mark.parametrize("iou_threshold", [0.2, 0.5])
+def test_iou_threshold_reaches_the_matching(iou_threshold):
+    cls_logits, box_deltas, anchors, boxes, labels = _batch(7)
+    got = SSDLoss(iou_threshold=iou_threshold)(cls_logits, box_deltas, anchors, boxes, labels)
+    want = ssd_loss(cls_logits, box_deltas, boxes, labels, anchors, reduction="mean", threshold=iou_threshold)
+    default = SSDLoss()(cls_logits, box_deltas, anchors, boxes, labels)
+    for name in ("loc", "cls"):
+        torch.testing.assert_close(got[name], want[name], rtol=1e-9, atol=1e-12)
+        assert not torch.isclose(got[name], default[name])  # other anchors are positive than at 0.4
+
+
+def test_mean_loc_of_a_batch_with_one_image_with_objects_is_that_images():
+    cls_logits, box_deltas, anchors, boxes, labels = _batch(9, counts=[0, 3, 0])
+    got = SSDLoss()(cls_logits, box_deltas, anchors, boxes, labels)
+    summed = SSDLoss(reduction="lesson_sum")(cls_logits, box_deltas, anchors, boxes, labels)  # image 1's alone
+    torch.testing.assert_close(got["loc"], summed["loc"], rtol=1e-12, atol=0)
+    assert got["loc"] > 0
+
+
 def test_weights_combine_in_one_place():
     """The weights touch ``loss`` only: ``loc`` and ``cls`` are the unweighted loss's, each weighted once."""
     cls_logits, box_deltas, anchors, boxes, labels = _batch(6)
@@ -181,8 +200,15 @@ def test_bad_inputs_fail_loudly():
         SSDLoss()(cls_logits[:, :16], box_deltas[:, :16], anchors, boxes, labels)
     with pytest.raises(ValueError, match="labels must be < C"):
         SSDLoss()(cls_logits, box_deltas, anchors, boxes, labels.clamp(min=0) + C)
+    with pytest.raises(ValueError, match="labels must be < C"):  # C itself is one too many
+        SSDLoss()(cls_logits, box_deltas, anchors, boxes, labels.clamp(max=C - 1) + (labels == 0) * C)
     with pytest.raises(ValueError, match="reduction"):
         SSDLoss(reduction="sum")
+    for alpha, gamma in ((0.0, 0.0), (1.0, 0.5)):  # the ends of the ranges are allowed
+        SSDLoss(alpha=alpha, gamma=gamma)
+    for alpha, gamma in ((1.5, 2.0), (-0.1, 2.0), (0.25, -1.0)):
+        with pytest.raises(ValueError, match="focal loss needs 0 <= alpha <= 1 and gamma >= 0"):
+            SSDLoss(alpha=alpha, gamma=gamma)
 
 
 @pytest.mark.parametrize("alpha,gamma", [(0.25, 2.0), (0.25, 1.0), (0.4, 1.5), (None, 0.0)])

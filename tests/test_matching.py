@@ -117,5 +117,15 @@ def test_zero_objects_in_the_whole_batch(grid4):
 def test_bad_inputs_fail_loudly(grid4):
     with pytest.raises(ValueError, match="boxes"):
         match(grid4, torch.zeros(2, 3, 4), torch.zeros(2, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match="boxes"):  # right rank and labels, 5 coordinates
+        match(grid4, torch.zeros(2, 3, 5), torch.zeros(2, 3, dtype=torch.long))
     with pytest.raises(ValueError, match="iou_threshold"):
         match(grid4, torch.zeros(2, 3, 4), torch.zeros(2, 3, dtype=torch.long), iou_threshold=2.0)
+    with pytest.raises(ValueError, match="iou_threshold"):  # 1 would leave only the forced anchors
+        match(grid4, torch.zeros(2, 3, 4), torch.zeros(2, 3, dtype=torch.long), iou_threshold=1.0)
+
+
+def test_threshold_zero_makes_every_overlapping_anchor_positive(grid4):
+    boxes = torch.tensor([[[0.1, 0.1, 0.6, 0.6]]])  # overlaps the 3x3 top-left cells of the 4x4 grid
+    m = match(grid4, boxes, torch.zeros(1, 1, dtype=torch.long), iou_threshold=0.0)
+    assert m.positive[0].nonzero().flatten().tolist() == [0, 1, 2, 4, 5, 6, 8, 9, 10]

@@ -13,7 +13,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from detector.metrics import DetectionMetrics
-from detector.voc_ap import all_point_ap, eleven_point_ap, voc_evaluate
+from detector.voc_ap import all_point_ap, check_images, eleven_point_ap, match_detections, voc_evaluate
 
 # ---------------------------------------------------------------------------------------- helpers
 
@@ -309,7 +309,73 @@ def test_classes_without_ground_truth_are_nan_and_left_out_of_the_means():
     assert r["per_class"]["num_positives"].tolist() == [1, 1, 0, 0]
 
 
+def test_coco_iou_thresholds_are_pycocotools_own():
+    # IoU exactly 0.55 (5,500 / 10,000): a match at 0.50 and 0.55, none at 0.60-0.95, so AP 2 / 10;
+    # torchmetrics' float32 thresholds (0.550000011920929) would miss the 0.55 match.
+    r = metrics_of([det([[0, 0, 100, 55]], [0.9], [0])], [gt([[0, 0, 100, 100]], [0])], 1)
+    assert float(r["map"]) == pytest.approx(0.2)
+    assert float(r["per_class"]["map"][0]) == pytest.approx(0.2)
+
+
+def test_per_class_ap_counts_up_to_100_detections_per_image():
+    boxes = [[20 * i, 0, 20 * i + 10, 10] for i in range(12)]  # 12 objects, found exactly
+    r = metrics_of([det(boxes, [1 - i / 100 for i in range(12)], [0] * 12)], [gt(boxes, [0] * 12)], 1)
+    for key in ("map", "map_50", "map_75"):
+        assert float(r["per_class"][key][0]) == pytest.approx(1.0), key  # not 10 / 12: maxDets 100, not 10
+
+
+def test_targets_without_difficult_count_every_object():
+    preds = [det([[0, 0, 10, 10], [50, 50, 60, 60]], [0.9, 0.8], [0, 1])]
+    targets = [gt([[0, 0, 10, 10], [20, 20, 30, 30]], [0, 1], difficult=[False, True])]
+    plain = [{k: v for k, v in t.items() if k != "difficult"} for t in targets]
+    want = metrics_of(preds, [gt([[0, 0, 10, 10], [20, 20, 30, 30]], [0, 1])], 2)
+    got = metrics_of(preds, plain, 2)
+    assert got["per_class"]["num_positives"].tolist() == [1, 1]
+    for key in ("map", "map_50", "voc07_map_50", "voc_map_50"):
+        torch.testing.assert_close(got[key], want[key])
+
+
+def test_malformed_image_dicts_are_named_in_full():
+    one = [gt([[0, 0, 10, 10]], [0])]
+    cases = [
+        ([det([[0, 0, 1, 1]], [0.5], [0])], [{"boxes": torch.zeros(1, 5), "labels": torch.tensor([0])}],
+         r"image 0: ground truth boxes must be float \(1, 4\) for 1 labels, got torch.float32 \(1, 5\)"),
+        ([{**det([[0, 0, 1, 1]], [0.5], [0]), "scores": torch.ones(2)}], one,
+         r"image 0: detections scores must have shape \(1,\), got \(2,\)"),
+        ([det([[0, 0, 1, 1]], [0.5], [0])], [{**one[0], "difficult": torch.zeros(2, dtype=torch.bool)}],
+         r"image 0: ground truth difficult must have shape \(1,\), got \(2,\)"),
+    ]
+    for dets, gts, message in cases:
+        with pytest.raises(ValueError, match=f"^{message}$"):
+            check_images(dets, gts, 2)
+    with pytest.raises(ValueError, match="^matching needs at least one image$"):
+        match_detections([], [], 2)
+
+
+def test_voc_ground_truth_without_difficult_has_none():
+    preds = [det([[0, 0, 10, 10], [20, 20, 30, 30]], [0.9, 0.8], [0, 0])]
+    targets = [gt([[0, 0, 10, 10], [20, 20, 30, 30]], [0, 0], difficult=[False, True])]
+    plain = [{k: v for k, v in t.items() if k != "difficult"} for t in targets]
+    r = voc_evaluate(preds, plain, 1)
+    assert r["num_positives"].tolist() == [2] and r["voc_ap"].tolist() == [1.0]
+
+
+def test_matching_keeps_tied_scores_in_input_order():
+    # 20 detections with one score, each of its own class: a stable sort keeps them as given
+    # (torch's CPU sort is not stable beyond ~16 values).
+    boxes = [[20 * i, 0, 20 * i + 10, 10] for i in range(20)]
+    m = match_detections([det(boxes, [0.5] * 20, list(range(20)))], [gt(boxes[:1], [0])], 20)
+    assert m.labels.tolist() == list(range(20))
+
+
+def test_a_class_without_ground_truth_before_others_does_not_stop_their_ap():
+    r = voc_evaluate([det([[0, 0, 10, 10]], [0.9], [2])], [gt([[0, 0, 10, 10]], [2])], 3)
+    assert math.isnan(r["voc_ap"][0]) and math.isnan(r["voc_ap"][1]) and r["voc_ap"][2] == 1.0
+
+
 def test_bad_input_fails_loudly():
+    with pytest.raises(ValueError, match="num_classes must be >= 1, got 0"):
+        DetectionMetrics(0)
     targets = [gt([[0, 0, 10, 10]], [0])]
     with pytest.raises(ValueError, match="labels must be integers in 0..1"):
         voc_evaluate([det([[0, 0, 1, 1]], [0.5], [-1])], targets, 2)
@@ -317,7 +383,8 @@ def test_bad_input_fails_loudly():
         voc_evaluate([det([], [], [])], targets * 2, 2)
     with pytest.raises(ValueError, match="lacks \\['scores'\\]"):
         voc_evaluate([{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}], targets, 2)
-    with pytest.raises(RuntimeError, match="before any update"), pytest.warns(UserWarning, match="before the"):
+    with pytest.raises(RuntimeError, match="DetectionMetrics has no images to evaluate: called before any update"), \
+            pytest.warns(UserWarning, match="before the"):
         DetectionMetrics(2).compute()
 
 

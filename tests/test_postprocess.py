@@ -6,7 +6,7 @@ import torch
 from detector.anchors import Anchors, make_anchors, mirror_index
 from detector.box_coder import SSDCoder
 from detector.module import AnchorConfig, DetectorModule, HeadConfig, LossConfig, PostprocessConfig
-from detector.postprocess import postprocess, to_pixels
+from detector.postprocess import _greedy_nms, flip_merge, postprocess, to_pixels
 from reference import actn_to_bb
 from reference import postprocess as reference_postprocess
 
@@ -108,6 +108,31 @@ def test_nms_decisions_near_the_threshold_are_exact_in_the_last_group():
     torch.testing.assert_close(dets[63]["boxes"], wanted)
 
 
+def test_nms_suppresses_only_above_the_threshold_not_at_it():
+    # IoU exactly 0.5 (0.5 / (1 + 0.5 - 0.5), exact in float32): kept at 0.5, suppressed below it.
+    boxes = torch.tensor([[[0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1.0, 0.5]]])  # (1, 2, 4), ranked by score
+    valid = torch.ones(1, 2, dtype=torch.bool)
+    assert _greedy_nms(boxes, valid, 0.5).tolist() == [[True, True]]
+    assert _greedy_nms(boxes, valid, 0.49).tolist() == [[True, False]]
+
+
+def test_a_score_equal_to_the_threshold_is_not_above_it():
+    cls_logits, box_deltas, anchors = _activations(12, B=2)
+    at = postprocess(torch.zeros_like(cls_logits), box_deltas, anchors, score_threshold=0.5)  # sigmoid(0) = 0.5
+    assert [len(d["scores"]) for d in at] == [0, 0]
+
+
+def test_tied_scores_come_in_class_order():
+    # 40 detections with the same score (20 classes at two far-apart anchors): a stable sort keeps
+    # them by class; an unstable one (torch's CPU sort beyond ~16 values) would shuffle them.
+    anchors = make_anchors()
+    cls_logits = torch.full((1, len(anchors), C), -20.0)
+    cls_logits[0, [0, 15]] = 0.0  # the top-left and bottom-right cells of the 4x4 grid
+    (det,) = postprocess(cls_logits, torch.zeros(1, len(anchors), 4), anchors)
+    assert len(det["scores"]) == 2 * C and (det["scores"] == 0.5).all()
+    assert det["labels"].tolist() == sorted(det["labels"].tolist())
+
+
 def test_nothing_above_the_threshold_gives_empty_detections():
     cls_logits, box_deltas, anchors = _activations(5, B=2, mean=-30.0)
     for det in postprocess(cls_logits, box_deltas, anchors):
@@ -151,6 +176,11 @@ def test_bad_shapes_fail_loudly():
     cls_logits, box_deltas, anchors = _activations(7, B=2)
     with pytest.raises(ValueError, match="A = 189"):
         postprocess(cls_logits[:, :16], box_deltas[:, :16], anchors)
+    for topk, cap in ((0, 100), (50, 0)):
+        with pytest.raises(ValueError, match="topk_per_class and max_per_image must be >= 1"):
+            postprocess(cls_logits, box_deltas, anchors, topk_per_class=topk, max_per_image=cap)
+    one = postprocess(cls_logits, box_deltas, anchors, score_threshold=0.0, topk_per_class=1, max_per_image=1)
+    assert [len(d["scores"]) for d in one] == [1, 1]
 
 
 def test_mirror_index_reflects_every_anchor():
@@ -163,6 +193,17 @@ def test_mirror_index_reflects_every_anchor():
     lopsided = Anchors(anchors.cxcywh[1:], anchors.cell_size[1:], anchors.grids, anchors.k)  # one corner anchor gone
     with pytest.raises(ValueError, match="not symmetric"):
         mirror_index(lopsided)
+
+
+def test_flip_merge_of_outputs_and_their_exact_mirror_is_those_outputs():
+    """flip_merge averages: when the flipped image's outputs are exactly the mirror of the image's
+    (its anchors swapped by mirror_index, the x delta negated), the merge changes nothing."""
+    cls_logits, box_deltas, anchors = _activations(11, B=2)
+    mirror = mirror_index(anchors)
+    flipped_box = box_deltas[:, mirror] * torch.tensor([-1.0, 1.0, 1.0, 1.0])
+    merged_cls, merged_box = flip_merge(cls_logits, box_deltas, cls_logits[:, mirror], flipped_box, mirror)
+    torch.testing.assert_close(merged_cls, cls_logits)
+    torch.testing.assert_close(merged_box, box_deltas)
 
 
 @pytest.mark.parametrize("coder", ["ssd", "tanh"])

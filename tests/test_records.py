@@ -308,3 +308,70 @@ def test_large_jpeg_decodes_reduced_but_whole(tmp_path: Path, width: int, height
         red = image[..., 0].astype(int) - image[..., 1] > 100  # (h, w) the quarter, at the reduced scale
         ys, xs = np.nonzero(red)
         assert abs(xs.max() + 1 - w / 2) <= 1.5 and abs(ys.max() + 1 - h / 2) <= 1.5 and xs.min() == ys.min() == 0
+
+
+def test_every_malformed_entry_is_listed_with_its_id_place_and_reason(tmp_path: Path, coco: dict):
+    coco["images"] += [
+        "not an object",
+        {"id": 20, "file_name": "x.jpg", "width": 64},
+        {"id": "21", "file_name": "y.jpg", "width": 64, "height": 48},
+        {"id": 10, "file_name": "dup.jpg", "width": 64, "height": 48},
+        {"id": 22, "file_name": "w0.jpg", "width": 0, "height": 48},
+        {"id": 23, "file_name": "h0.jpg", "width": 64, "height": 0},
+        {"id": 24, "file_name": "s.jpg", "width": "64", "height": 48},
+        {"id": 25, "file_name": "one.jpg", "width": 1, "height": 1},  # the smallest valid image
+    ]
+    coco["annotations"] += ["not an object", {"id": 9, "image_id": 11}]
+    split = load(tmp_path, coco, on_bad_record="skip", verify_images=False)
+    json_path = tmp_path / "split.json"
+    assert split.report.problems == (
+        f"{json_path}: image id ? (images[3]): expected an object, got 'not an object'",
+        f"{json_path}: image id 20 (images[4]): missing key(s) ['height']",
+        f"{json_path}: image id 21 (images[5]): id is not an integer",
+        f"{json_path}: image id 10 (dup.jpg): duplicate image id (also a.jpg)",
+        f"{json_path}: image id 22 (w0.jpg): width and height must be positive integers, got 0 x 48",
+        f"{json_path}: image id 23 (h0.jpg): width and height must be positive integers, got 64 x 0",
+        f"{json_path}: image id 24 (s.jpg): width and height must be positive integers, got '64' x 48",
+        f"{json_path}: annotation id ? (image id ?, annotations[3]): expected an object, got 'not an object'",
+        f"{json_path}: annotation id 9 (image id 11, b.jpg): missing key(s) ['bbox', 'category_id']",
+    )
+    assert split.report.reasons == (
+        ("malformed image entry",) * 3 + ("duplicate id",) + ("malformed image entry",) * 3
+        + ("malformed annotation",) * 2
+    )
+    assert [r.image_id for r in split.records] == [12, 25]  # 10 (duplicated) and 11 (a bad annotation) dropped
+
+
+def test_every_bad_annotation_is_listed_with_its_id_place_and_reason(tmp_path: Path, coco: dict):
+    ok = {"image_id": 12, "category_id": 7}
+    coco["annotations"] += [
+        {"id": 30, "image_id": 99, "bbox": [1, 1, 5, 5], "category_id": 7},
+        {**ok, "id": "31", "bbox": [1, 1, 5, 5]},
+        {**ok, "id": 1, "bbox": [1, 1, 5, 5]},
+        {**ok, "id": 32, "bbox": [1, 1, 5, 5], "category_id": 5},
+        {**ok, "id": 33, "bbox": [1, 1, 5]},
+        {**ok, "id": 34, "bbox": [1, 1, float("inf"), 5]},
+        {**ok, "id": 35, "bbox": [1, 1, 0, 5]},
+        {**ok, "id": 36, "bbox": [1, 1, 5, -1]},
+        {**ok, "id": 37, "bbox": [64, 1, 5, 5]},
+        {**ok, "id": 38, "bbox": [1, 48, 5, 5]},
+    ]
+    split = load(tmp_path, coco, on_bad_record="skip", verify_images=False)
+    json_path = tmp_path / "split.json"
+    assert split.report.problems == tuple(f"{json_path}: annotation id {p}" for p in (
+        "30 (image id 99, annotations[3]): unknown image id",
+        "31 (image id 12, c.jpg): id is not an integer",
+        "1 (image id 12, c.jpg): duplicate annotation id (also on image id 10)",
+        "32 (image id 12, c.jpg): unknown category_id 5",
+        "33 (image id 12, c.jpg): bbox must be 4 numbers [x, y, w, h], got [1, 1, 5]",
+        "34 (image id 12, c.jpg): bbox has a NaN or infinite value: [1, 1, inf, 5]",
+        "35 (image id 12, c.jpg): bbox [x, y, w, h] = [1, 1, 0, 5] has width or height <= 0",
+        "36 (image id 12, c.jpg): bbox [x, y, w, h] = [1, 1, 5, -1] has width or height <= 0",
+        "37 (image id 12, c.jpg): bbox [x, y, w, h] = [64, 1, 5, 5] lies wholly outside the 64 x 48 image",
+        "38 (image id 12, c.jpg): bbox [x, y, w, h] = [1, 48, 5, 5] lies wholly outside the 64 x 48 image",
+    ))
+    assert split.report.reasons == (
+        "unknown image id", "malformed annotation", "duplicate id", "unknown class", "malformed box", "malformed box",
+        "box without extent", "box without extent", "box outside the image", "box outside the image",
+    )
+    assert [r.image_id for r in split.records] == [11]  # 10: its annotation id reused; 12: bad annotations
