@@ -50,7 +50,17 @@ from torchmetrics.utilities.data import dim_zero_cat
 from detector.private_apis import KeepsPerClassShape
 from detector.voc_ap import check_images, voc_evaluate
 
-__all__ = ["DetectionMetrics"]
+__all__ = ["DetectionMetrics", "FITNESS_MAP_50", "fitness"]
+
+FITNESS_MAP_50 = 0.1
+"""Weight of mAP@0.5 in :func:`fitness` (the rest on COCO mAP), ultralytics' ``fitness()`` weights."""
+
+
+def fitness(map_50: Any, coco_map: Any) -> Any:
+    """ultralytics' ``fitness``: 0.1 mAP@0.5 + 0.9 COCO mAP (floats or tensors), what the imported
+    configs' ``best.ckpt`` keeps the best of: mAP@0.5 alone saturates early on a small val split
+    and keeps loose boxes (docs/experiments.md)."""
+    return FITNESS_MAP_50 * map_50 + (1 - FITNESS_MAP_50) * coco_map
 
 
 class DetectionMetrics(KeepsPerClassShape, Metric):

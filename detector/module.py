@@ -21,7 +21,7 @@ from detector.anchors import AnchorConfig, Anchors, mirror_index
 from detector.data.dataset import targets_in_pixels
 from detector.errors import ConfigError
 from detector.loss import LossConfig, SSDLoss
-from detector.metrics import DetectionMetrics
+from detector.metrics import DetectionMetrics, fitness
 from detector.model import build_ssd
 from detector.model.head import HeadConfig
 from detector.postprocess import PostprocessConfig, flip_merge, postprocess, to_pixels
@@ -29,10 +29,7 @@ from detector.staged import StagedModule, to_config
 from detector.training.dashboard import ResultsFolder
 from detector.training.guards import batch_is_empty
 
-__all__ = ["AnchorConfig", "DetectorModule", "FITNESS_MAP_50", "HeadConfig", "LossConfig", "PostprocessConfig"]
-
-FITNESS_MAP_50 = 0.1
-"""Weight of mAP@0.5 in ``val/fitness`` (the rest on COCO mAP), ultralytics' ``fitness()`` weights."""
+__all__ = ["AnchorConfig", "DetectorModule", "HeadConfig", "LossConfig", "PostprocessConfig"]
 
 
 class DetectorModule(StagedModule):
@@ -148,9 +145,7 @@ class DetectorModule(StagedModule):
         logs = {f"{split}/loss": self.val_loss.compute()}
         for key in ("map", "map_50", "map_75", "voc07_map_50", "voc_map_50"):
             logs[f"{split}/{key}"] = torch.as_tensor(result[key], dtype=torch.float32)
-        # ultralytics' `fitness` (0.1 mAP@0.5 + 0.9 COCO mAP): what the imported configs keep the best of.
-        # mAP@0.5 alone saturates early on a small val split and keeps loose boxes (docs/experiments.md).
-        logs[f"{split}/fitness"] = FITNESS_MAP_50 * logs[f"{split}/map_50"] + (1 - FITNESS_MAP_50) * logs[f"{split}/map"]
+        logs[f"{split}/fitness"] = fitness(logs[f"{split}/map_50"], logs[f"{split}/map"])  # what imported configs keep
         per_class = result["per_class"]
         for i, name in enumerate(self.class_names):
             logs[f"{split}_ap50/{name}"] = torch.as_tensor(per_class["map_50"][i], dtype=torch.float32)
