@@ -48,7 +48,7 @@ import subprocess
 import sys
 import time
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,16 +61,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:] = [str(REPO)] + [p for p in sys.path[1:] if Path(p or ".").resolve() != REPO / "bench"]
 
 from detector.anchor_choice import resolve_auto_anchors  # noqa: E402
-from detector.cli.runs import size_recipe  # noqa: E402
+from detector.cli.runs import recipe_stages, size_recipe  # noqa: E402
 from detector.data.datamodule import DetectionDataModule  # noqa: E402
 from detector.data.dataset import targets_in_pixels  # noqa: E402
 from detector.evaluation import evaluate  # noqa: E402
 from detector.loading import load_detector  # noqa: E402
-from detector.metrics import DetectionMetrics  # noqa: E402
-from detector.module import FITNESS_MAP_50  # noqa: E402
+from detector.metrics import DetectionMetrics, fitness  # noqa: E402
 from detector.model.backbones import Backbone, backbone_stats, build_backbone  # noqa: E402
 from detector.postprocess import to_pixels  # noqa: E402
-from detector.recipe import Stage, lesson_stages  # noqa: E402
 from detector.staged import StagedModule  # noqa: E402
 from detector.training.runs import find_run  # noqa: E402
 
@@ -101,15 +99,13 @@ def _namespace(value: Any) -> Any:
 def resolve(config_path: Path, epochs: int | None, seed: int) -> Setting:
     """The config with ``--epochs`` applied (:func:`size_recipe`) and ``anchors: auto`` chosen."""
     config = _namespace(yaml.safe_load(config_path.read_text()))
-    init = config.model.init_args
-    if init.get("stages"):  # with each stage's defaults, as the CLI's parser fills them
-        init.stages = [Namespace(**asdict(Stage(**s.as_dict()))) for s in init.stages]
     config.trainer.max_epochs = epochs
     size_recipe(config)
     resolve_auto_anchors(config)
+    init = config.model.init_args
     backbone = init.get("backbone") or inspect.signature(StagedModule).parameters["backbone"].default
-    stages = [s.as_dict() for s in init.stages] if init.get("stages") else [asdict(s) for s in lesson_stages()]
-    frozen = stages[0]["epochs"] if stages and stages[0]["freeze"] == "body" else 0
+    first = recipe_stages(config)[0]
+    frozen = first.epochs if first.freeze == "body" else 0
     data = config.data.as_dict()
     mean, std = backbone_stats(backbone)  # what `detector train` links from the backbone (detector.config)
     data.update(image_size=int(init.get("image_size", 224)), mean=mean, std=std, seed=seed)
@@ -127,7 +123,7 @@ def score(detections: list[dict[str, Tensor]], ground_truths: list[dict[str, Ten
     metric.update(detections, ground_truths)
     result = metric.compute()
     out = {k: float(result[k]) for k in KEYS}
-    out["fitness"] = FITNESS_MAP_50 * out["map_50"] + (1 - FITNESS_MAP_50) * out["map"]  # as the module logs it
+    out["fitness"] = fitness(out["map_50"], out["map"])  # as the module logs it
     out["per_class_ap_50"] = {n: float(v) for n, v in zip(names, result["per_class"]["map_50"])}
     return out
 
@@ -137,16 +133,16 @@ def score(detections: list[dict[str, Tensor]], ground_truths: list[dict[str, Ten
 
 def run_ours(args: argparse.Namespace, setting: Setting) -> dict[str, Any]:
     """Train our recipe through the CLI, then score its best checkpoint on the test split."""
-    command = [
-        sys.executable, "-m", "detector", "train", "fit", "--config", str(args.config), "--epochs", str(setting.epochs),
-        "--name", args.name, "--run.root", str(args.runs), "--seed_everything", str(args.seed),
-        *shlex.split(args.ours_args),
-    ]
     if args.ours_run is None:
+        command = [
+            sys.executable, "-m", "detector", "train", "fit", "--config", str(args.config), "--epochs", str(setting.epochs),
+            "--name", args.name, "--run.root", str(args.runs), "--seed_everything", str(args.seed),
+            *shlex.split(args.ours_args),
+        ]
         print("ours:", shlex.join(command), file=sys.stderr, flush=True)
         env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
         start = time.perf_counter()
-        subprocess.run(command, check=True, env=env, cwd=args.cwd, stdout=sys.stderr)  # stdout: the tables only
+        subprocess.run(command, check=True, env=env, stdout=sys.stderr)  # stdout: the tables only
         seconds = time.perf_counter() - start
         run = find_run(str(args.runs), args.name, "best.ckpt", None)
         folder, label = run.path, f"{args.name}/v{run.version}"
@@ -346,7 +342,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.skip_ours and args.skip_peer:
         parser.error("--skip-ours and --skip-peer leave nothing to run")
-    args.cwd = Path.cwd()
     args.runs = args.runs.resolve()
     args.name = args.name or f"{args.config.resolve().parent.name}_bench"
     torch.set_num_threads(args.threads)

@@ -21,26 +21,28 @@ from detector.errors import ConfigError
 from detector.recipe import FREEZE, Stage, lesson_stages, scale_stages, total_epochs
 from detector.training.runs import INHERITED, RunFolder, find_run, run_of_checkpoint, shared_new_run
 
-__all__ = ["place_run", "refuse_plain_ddp", "size_recipe", "summary"]
+__all__ = ["place_run", "recipe_stages", "refuse_plain_ddp", "size_recipe", "summary"]
 
 
 def _class_name(section: Any) -> str:
     return str(section.get("class_path", "")).rsplit(".", 1)[-1] if isinstance(section, (dict, Namespace)) else ""
 
 
-def _stages(config: Namespace) -> list[Stage]:
+def recipe_stages(config: Namespace) -> list[Stage]:
+    """The parsed config's stages (a stage's missing keys take :class:`Stage`'s defaults), or the
+    lesson's when it gives none."""
     init = config.model.init_args
     given = init.get("stages")
     if not given:
         return lesson_stages()
-    return [Stage(s.epochs, s.freeze, s.lr_mult) if not isinstance(s, dict) else Stage(**s) for s in given]
+    return [Stage(**(s if isinstance(s, dict) else s.as_dict())) for s in given]
 
 
 def size_recipe(config: Namespace) -> None:
     """``trainer.max_epochs`` absent: the recipe's total. Given and different: every stage keeps its
     share of the run (:func:`detector.recipe.scale_stages`), and validation every ``n`` epochs and
     an EMA updated every ``n`` steps scale with it."""
-    stages = _stages(config)
+    stages = recipe_stages(config)
     total, wanted = total_epochs(stages), config.trainer.get("max_epochs")
     if wanted is None or wanted == -1:
         config.trainer.max_epochs = total
@@ -71,7 +73,7 @@ def refuse_plain_ddp(config: Namespace) -> None:
     if not ddp or "find_unused_parameters_true" in str(name):
         return
     init = config.model.init_args
-    freezing = [i for i, s in enumerate(_stages(config)) if FREEZE[s.freeze]]
+    freezing = [i for i, s in enumerate(recipe_stages(config)) if FREEZE[s.freeze]]
     if freezing:
         raise ConfigError(
             f"model.init_args.stages[{freezing[0]}] freezes layer groups, whose parameters then get no gradient, "
