@@ -28,7 +28,6 @@ gives a bit per (grid, zoom, ratio, box), and a combination's coverage is an OR 
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from itertools import combinations
