@@ -53,9 +53,9 @@ def test_two_epoch_run_prints_both_tables_and_a_json_line_with_equal_images_seen
     result = json.loads(lines[-1])
     assert result["epochs"] == 2 and result["image_size"] == 64
     names = [r["name"] for r in result["rows"]]
-    assert names == ["ours (tiny/v1)", "peer RetinaNet+FPN16, adamw", "peer RetinaNet+FPN16, sgd"]
+    assert names == ["ours (tiny/v1)", "peer RetinaNet+FPN16, adamw", "peer RetinaNet+FPN16, sgd", "peer RetinaNet+FPN16, sgd-clip"]
     # 16 train images, batch 4, 2 epochs: both sides see the same 32 images.
-    assert [r["images_seen"] for r in result["rows"]] == [32, 32, 32]
+    assert [r["images_seen"] for r in result["rows"]] == [32, 32, 32, 32]
     for row in result["rows"]:
         assert 0.0 <= row["map"] <= row["map_50"] <= 1.0
         assert list(row["per_class_ap_50"]) == CLASS_NAMES
@@ -123,3 +123,22 @@ def test_peer_freezes_the_body_as_torchvision_and_sgd_follows_the_reference(peer
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.005 * 1e-3)  # 0.01 x 8 / 16, warm-up from 1/1000
     assert per_step.total_iters == 11 and sorted(per_epoch.milestones) == [18, 24]
     assert {id(p) for p in optimizer.param_groups[0]["params"]} >= trainable
+
+
+def test_sgd_clip_clips_the_gradient_norm_before_the_update_and_sgd_does_not(peer, tmp_path, shapes, monkeypatch):
+    setting = peer.resolve(config(tmp_path, shapes), None, seed=0)
+    batch = ([torch.rand(3, 64, 64), torch.rand(3, 64, 64)],
+             [{"boxes": torch.tensor([[4.0, 8.0, 40.0, 60.0]]), "labels": torch.tensor([2])},
+              {"boxes": torch.tensor([[10.0, 10.0, 30.0, 20.0]]), "labels": torch.tensor([5])}])
+    monkeypatch.setitem(peer.CLIP_NORM, "sgd-clip", 1e-3)  # far under this batch's gradient norm
+    norms = {}
+    for name in ("sgd", "sgd-clip"):
+        torch.manual_seed(0)
+        model = peer.build_peer(setting, 7, channels=16)
+        model.train()
+        optimizer, _, _ = peer.schedule(name, model, batch=2, steps_per_epoch=4, epochs=2)
+        loss = peer.train_step(model, batch, optimizer, name)
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        norms[name] = (float(loss), float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
+    assert norms["sgd"][0] == pytest.approx(norms["sgd-clip"][0])  # the same loss before the update
+    assert norms["sgd"][1] > 0.1 and norms["sgd-clip"][1] == pytest.approx(1e-3, rel=1e-4)
