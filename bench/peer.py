@@ -259,7 +259,7 @@ def train_step(peer: nn.Module, batch: tuple[list[Tensor], list[dict[str, Tensor
     A non-finite loss is returned before any update."""
     loss = sum(peer(*batch).values())  # {"classification": focal loss, "bbox_regression": L1}
     if not torch.isfinite(loss):
-        return loss
+        return loss.detach()
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if schedule_name in CLIP_NORM:
