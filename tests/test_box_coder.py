@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -152,3 +153,16 @@ def test_make_anchors_refuses_an_empty_set_a_bad_ratio_or_grid():
 def test_make_anchors_shapes_and_cell_sizes(anchors):
     assert anchors.cxcywh.shape == (189, 4) and anchors.cell_size.shape == (189, 1)
     assert anchors.cell_size[:, 0].unique().tolist() == pytest.approx([0.25, 0.5, 1.0])  # grids 4, 2, 1
+
+
+def test_anchors_move_to_the_device_asked_for(anchors):
+    moved = anchors.to("meta")  # the meta device stands in for an accelerator: shapes, no data
+    assert moved.cxcywh.device.type == moved.cell_size.device.type == "meta"
+    assert moved.cxcywh.shape == (189, 4) and moved.cell_size.shape == (189, 1) and (moved.grids, moved.k) == ((4, 2, 1), 9)
+
+
+def test_make_anchors_names_every_grid_row_major_without_a_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns when meshgrid's indexing is left to its default
+        anchors = make_anchors((2,), (1.0,), ((1.0, 1.0),))
+    torch.testing.assert_close(anchors.cxcywh[:, :2], torch.tensor([[0.25, 0.25], [0.75, 0.25], [0.25, 0.75], [0.75, 0.75]]))

@@ -129,3 +129,10 @@ def test_threshold_zero_makes_every_overlapping_anchor_positive(grid4):
     boxes = torch.tensor([[[0.1, 0.1, 0.6, 0.6]]])  # overlaps the 3x3 top-left cells of the 4x4 grid
     m = match(grid4, boxes, torch.zeros(1, 1, dtype=torch.long), iou_threshold=0.0)
     assert m.positive[0].nonzero().flatten().tolist() == [0, 1, 2, 4, 5, 6, 8, 9, 10]
+
+
+def test_match_keeps_its_inputs_device(grid4):
+    boxes = torch.zeros(2, 3, 4, device="meta")  # the meta device stands in for an accelerator
+    m = match(grid4.to("meta"), boxes, torch.zeros(2, 3, dtype=torch.long, device="meta"))
+    assert {t.device.type for t in (m.matched_idx, m.positive, m.target_labels, m.target_boxes, m.overlap)} == {"meta"}
+    assert m.target_boxes.shape == (2, 16, 4) and m.overlap.shape == (2, 16)

@@ -228,3 +228,17 @@ def test_flip_tta_detections_of_a_mirrored_image_are_the_mirrored_detections(cod
         x1, y1, x2, y2 = p["boxes"][order_p].unbind(1)
         torch.testing.assert_close(m["boxes"][order_m], torch.stack([1 - x2, y1, 1 - x1, y2], dim=1), atol=1e-5, rtol=0)
         assert not torch.allclose(u["scores"].sort().values[:5], m["scores"].sort().values[:5])  # TTA changed them
+
+
+def test_greedy_nms_keeps_its_inputs_device():
+    boxes = torch.zeros(2, 3, 5, 4, device="meta")  # the meta device stands in for an accelerator
+    keep = _greedy_nms(boxes, torch.ones(2, 3, 5, dtype=torch.bool, device="meta"), 0.5)
+    assert keep.device.type == "meta" and keep.shape == (2, 3, 5) and keep.dtype == torch.bool
+
+
+def test_mirror_index_refusal_says_what_is_wrong():
+    anchors = make_anchors((4,))
+    lopsided = Anchors(anchors.cxcywh[1:], anchors.cell_size[1:], anchors.grids, anchors.k)
+    with pytest.raises(ValueError) as error:
+        mirror_index(lopsided)
+    assert str(error.value) == "the anchor set is not symmetric under a left-right flip"
