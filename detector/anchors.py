@@ -120,7 +120,7 @@ def make_anchors(
         ctr = torch.stack([cx.reshape(-1), cy.reshape(-1)], dim=1)  # (g*g, 2)
         centres.append(ctr.repeat_interleave(k, dim=0))  # (g*g*k, 2)
         sizes.append((scales / g).repeat(g * g, 1))  # (g*g*k, 2)
-        cells.append(torch.full((g * g * k, 1), 1.0 / g))  # (g*g*k, 1)
+        cells.append(torch.full((g * g * k, 1), 1.0 / g, dtype=torch.float32))  # (g*g*k, 1)
     cxcywh = torch.cat([torch.cat(centres), torch.cat(sizes)], dim=1)  # (A, 4)
     return Anchors(cxcywh=cxcywh, cell_size=torch.cat(cells), grids=tuple(int(g) for g in grids), k=k)
 

@@ -119,6 +119,14 @@ def test_clip_boxes_clamps_into_the_image_and_keeps_the_boxes_dtype():
     torch.testing.assert_close(got, torch.tensor([[0.0, 0.0, 0.3, 0.5], [0.2, 0.3, 0.4, 0.3]]))
 
 
+def test_clip_boxes_moves_per_box_sizes_to_the_boxes_device():
+    # boxes on an accelerator (the meta device stands in), per-box sizes still on the CPU
+    boxes = torch.zeros(2, 4, device="meta")
+    sizes = torch.tensor([[0.3], [2.0]])
+    got = clip_boxes(boxes, width=sizes, height=sizes)
+    assert got.device.type == "meta" and got.shape == (2, 4)
+
+
 def test_coco_xywh_conversions_by_hand():
     xyxy = torch.tensor([[10.0, 20.0, 40.0, 25.0]])
     xywh = torch.tensor([[10.0, 20.0, 30.0, 5.0]])
@@ -159,6 +167,17 @@ def test_anchors_move_to_the_device_asked_for(anchors):
     moved = anchors.to("meta")  # the meta device stands in for an accelerator: shapes, no data
     assert moved.cxcywh.device.type == moved.cell_size.device.type == "meta"
     assert moved.cxcywh.shape == (189, 4) and moved.cell_size.shape == (189, 1) and (moved.grids, moved.k) == ((4, 2, 1), 9)
+
+
+def test_make_anchors_are_float32_whatever_the_default_dtype():
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        anchors = make_anchors()
+    finally:
+        torch.set_default_dtype(previous)
+    assert anchors.cxcywh.dtype == anchors.cell_size.dtype == torch.float32
+    torch.testing.assert_close(anchors.cxcywh, make_anchors().cxcywh)
 
 
 def test_make_anchors_names_every_grid_row_major_without_a_warning():
