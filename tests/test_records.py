@@ -375,3 +375,26 @@ def test_every_bad_annotation_is_listed_with_its_id_place_and_reason(tmp_path: P
         "box without extent", "box without extent", "box outside the image", "box outside the image",
     )
     assert [r.image_id for r in split.records] == [11]  # 10: its annotation id reused; 12: bad annotations
+
+
+def test_annotation_image_id_that_is_not_an_integer_is_reported_not_a_crash(tmp_path: Path, coco: dict):
+    coco["images"].append({"id": 20, "file_name": "x.jpg", "width": 0, "height": 48})  # a bad image entry
+    box = {"bbox": [1, 1, 5, 5], "category_id": 7}
+    coco["annotations"] += [
+        {**box, "id": 40, "image_id": [10]},  # unhashable: was a bare TypeError
+        {**box, "id": 41, "image_id": {"id": 10}},
+        {**box, "id": 42, "image_id": 20.0},  # not the bad image 20: a float is no image id
+        {**box, "id": 43, "image_id": 20},  # goes with its bad image, reported once already
+    ]
+    expect_error(tmp_path, coco, "4 bad record(s)", "annotation id 40 (image id [10], annotations[3]): unknown image id")
+    split = load(tmp_path, coco, on_bad_record="skip", verify_images=False)
+    json_path = tmp_path / "split.json"
+    assert split.report.problems == (
+        f"{json_path}: image id 20 (x.jpg): width and height must be positive integers, got 0 x 48",
+        f"{json_path}: annotation id 40 (image id [10], annotations[3]): unknown image id",
+        f"{json_path}: annotation id 41 (image id {{'id': 10}}, annotations[4]): unknown image id",
+        f"{json_path}: annotation id 42 (image id 20.0, annotations[5]): unknown image id",
+    )
+    assert split.report.reasons == ("malformed image entry",) + ("unknown image id",) * 3
+    assert [r.image_id for r in split.records] == [10, 11, 12]
+    assert (split.report.skipped_images, split.report.skipped_annotations) == (1, 4)
