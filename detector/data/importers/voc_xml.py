@@ -42,13 +42,14 @@ __all__ = ["looks_like_voc", "read_voc"]
 @dataclass(frozen=True)
 class _Unit:
     """One folder of XMLs and its images; ``split`` from the folder's name, or ``lists`` from
-    ``ImageSets/Main`` (split -> stems), or neither."""
+    ``ImageSets/Main`` (split -> stems; ``list_files``: split -> the file read), or neither."""
 
     xml_dir: Path
     image_dir: Path
     split: str | None
     lists: dict[str, list[str]] | None
     described: str
+    list_files: dict[str, Path]
 
 
 def _files(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
@@ -83,7 +84,8 @@ def _unit(folder: Path, split: str | None) -> _Unit:
                 "or Annotations/ + JPEGImages/); give --format if this is another format"
             )
         xml_dir, image_dir = with_xml[0], with_images[0]
-    lists = None
+    lists: dict[str, list[str]] | None = None
+    found: dict[str, Path] = {}  # split -> the split list file read
     sets = next((subs["imagesets"] / m for m in ("Main", "main") if "imagesets" in subs and (subs["imagesets"] / m).is_dir()), None)
     if split is None and sets is not None:
         found = {s: sets / f"{s}.txt" for s in ("train", "val", "trainval", "test") if (sets / f"{s}.txt").is_file()}
@@ -94,7 +96,7 @@ def _unit(folder: Path, split: str | None) -> _Unit:
     where = "one folder" if xml_dir == image_dir else f"{xml_dir.name}/ + {image_dir.name}/"
     if lists:
         where += f", splits from {sets.relative_to(folder)} ({', '.join(lists)})"
-    return _Unit(xml_dir, image_dir, split, lists, where)
+    return _Unit(xml_dir, image_dir, split, lists, where, found)
 
 
 def _units(root: Path) -> list[_Unit]:
@@ -134,7 +136,7 @@ def read_voc(root: Path, classes: list[str] | None = None) -> Source:
         for s, listed in (unit.lists or {}).items():
             for stem in listed:
                 if stem not in stems:
-                    problems.append(Problem(f"{unit.xml_dir.parent / 'ImageSets' / 'Main' / (s + '.txt')} names {stem!r}, "
+                    problems.append(Problem(f"{unit.list_files[s]} names {stem!r}, "
                                             f"but {unit.xml_dir / (stem + '.xml')} does not exist", "split file names a missing XML", stem, 0, s))
         by_name, by_stem = image_index(unit.image_dir)
         used: set[str] = set()
