@@ -88,10 +88,11 @@ def _unit(folder: Path, split: str | None) -> _Unit:
     found: dict[str, Path] = {}  # split -> the split list file read
     sets = next((subs["imagesets"] / m for m in ("Main", "main") if "imagesets" in subs and (subs["imagesets"] / m).is_dir()), None)
     if split is None and sets is not None:
-        found = {s: sets / f"{s}.txt" for s in ("train", "val", "trainval", "test") if (sets / f"{s}.txt").is_file()}
-        if "train" not in found and "trainval" in found:
-            found["train"] = found.pop("trainval")
-        found.pop("trainval", None)
+        files = {s: sets / f"{s}.txt" for s in ("train", "trainval", "val", "test")}
+        if not files["train"].is_file():
+            files["train"] = files["trainval"]
+        # in split order: an image that trainval.txt (as train) and val.txt both name is val's
+        found = {s: files[s] for s in ("train", "val", "test") if files[s].is_file()}
         lists = {s: [line.split()[0] for line in p.read_text().splitlines() if line.strip()] for s, p in found.items()} or None
     where = "one folder" if xml_dir == image_dir else f"{xml_dir.name}/ + {image_dir.name}/"
     if lists:
