@@ -311,3 +311,281 @@ def test_read_coco_quieting_does_not_leak_after_it(tmp_path: Path, caplog: pytes
     logger.warning("after")
     assert logger.level == logging.NOTSET
     assert _records_warnings(caplog) == ["after"]
+
+
+# ---------------------------------------------------------------------------------------------
+# VOC XML
+
+
+def xml(path: Path, filename: str | None = None, size: tuple[int, int] | None = (48, 36), objects: list = (), extra: str = "") -> Path:
+    """A VOC XML with the corners as written (1-based inclusive): objects are (name, xmin, ymin, xmax, ymax[, difficult])."""
+    parts = ["<annotation>", f"<filename>{filename}</filename>" if filename else "", extra]
+    if size:
+        parts.append(f"<size><width>{size[0]}</width><height>{size[1]}</height></size>")
+    for name, *corners in objects:
+        difficult = f"<difficult>{corners.pop()}</difficult>" if len(corners) == 5 else ""
+        parts.append(f"<object><name>{name}</name>{difficult}<bndbox>" + "".join(
+            f"<{t}>{v}</{t}>" for t, v in zip(("xmin", "ymin", "xmax", "ymax"), corners)) + "</bndbox></object>")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(parts) + "</annotation>")
+    return path
+
+
+def voc_pair(xml_dir: Path, stem: str, image_dir: Path | None = None, objects: list = (("cat", 3, 4, 12, 10),)) -> Path:
+    """``stem.jpg`` (48 x 36) and ``stem.xml`` naming it."""
+    jpeg((image_dir or xml_dir) / f"{stem}.jpg")
+    return xml(xml_dir / f"{stem}.xml", f"{stem}.jpg", objects=objects)
+
+
+def test_looks_like_voc_xml_files_at_most_two_folders_down(tmp_path: Path):
+    for depth, name in enumerate(("a.XML", "x/a.xml", "x/y/a.xml", "x/y/z/a.xml")):
+        (tmp_path / str(depth) / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / str(depth) / name).write_text("<annotation/>")
+    assert [looks_like_voc(tmp_path / str(d)) for d in range(4)] == [True, True, True, False]
+    assert not looks_like_voc(tmp_path / "0" / "a.XML") and not looks_like_voc(tmp_path / "missing")
+
+
+def test_read_voc_devkit_layout_box_conversion_and_difficult(tmp_path: Path):
+    jpeg(tmp_path / "JPEGImages" / "a.jpg")
+    path = xml(tmp_path / "Annotations" / "a.xml", "a.jpg", objects=[("cat", 1, 2, 10, 20), ("dog", 5.5, 6, 30, 36, 1)])
+    src = read_voc(tmp_path)
+    assert (src.format, src.root, src.layout, src.class_names) == ("voc", tmp_path, "Annotations/ + JPEGImages/", ["cat", "dog"])
+    [image] = src.images
+    assert (image.path, image.width, image.height, image.split, image.where) == (tmp_path / "JPEGImages" / "a.jpg", 48, 36, None, str(path))
+    assert image.boxes == [SourceBox("cat", (0.0, 1.0, 10.0, 20.0), False), SourceBox("dog", (4.5, 5.0, 30.0, 36.0), True)]
+    assert (src.problems, src.clipped, src.dropped, src.notes) == ([], [], [], [])
+
+
+def test_read_voc_annotations_beside_an_images_folder_or_the_only_folder_with_images(tmp_path: Path):
+    for layout, image_folder in (("images", "images"), ("pics", "pics")):
+        root = tmp_path / layout
+        voc_pair(root / "Annotations", "a", root / image_folder)
+        (root / "empty").mkdir()
+        src = read_voc(root)
+        assert src.layout == f"Annotations/ + {image_folder}/", layout
+        assert [i.path for i in src.images] == [root / image_folder / "a.jpg"]
+
+
+def test_read_voc_annotations_with_the_images_in_the_root(tmp_path: Path):
+    voc_pair(tmp_path / "annotations", "a", tmp_path)
+    jpeg(tmp_path / "one" / "x.jpg")
+    jpeg(tmp_path / "two" / "y.jpg")  # two image folders: neither is chosen, the root is
+    src = read_voc(tmp_path)
+    assert src.layout == f"annotations/ + {tmp_path.name}/" and [i.path for i in src.images] == [tmp_path / "a.jpg"]
+
+
+def test_read_voc_xmls_in_the_root_with_the_images_in_one_subfolder(tmp_path: Path):
+    voc_pair(tmp_path, "a", tmp_path / "photos")
+    src = read_voc(tmp_path)
+    assert src.layout == f"{tmp_path.name}/ + photos/" and [i.path for i in src.images] == [tmp_path / "photos" / "a.jpg"]
+    jpeg(tmp_path / "b.jpg")  # an image beside the XMLs: the root is the image folder
+    src = read_voc(tmp_path)
+    assert src.layout == "one folder" and src.images == []
+    assert src.problems[0].message.startswith(f"{tmp_path / 'a.xml'}: no image for it in {tmp_path} ")
+
+
+def test_read_voc_xmls_in_the_root_two_image_subfolders_is_the_root(tmp_path: Path):
+    xml(tmp_path / "a.xml", "a.jpg")
+    jpeg(tmp_path / "p" / "a.jpg")
+    jpeg(tmp_path / "q" / "a.jpg")
+    src = read_voc(tmp_path)
+    assert src.layout == "one folder" and [p.reason for p in src.problems] == ["label file without an image"]
+
+
+def test_read_voc_two_sibling_folders_one_of_xmls_one_of_images(tmp_path: Path):
+    voc_pair(tmp_path / "labels", "a", tmp_path / "pictures")
+    src = read_voc(tmp_path)
+    assert src.layout == "labels/ + pictures/" and [i.path for i in src.images] == [tmp_path / "pictures" / "a.jpg"]
+
+
+def test_read_voc_no_layout_found_is_one_line(tmp_path: Path):
+    (tmp_path / "x.xml.d").mkdir()  # a folder named like an XML is no XML
+    (tmp_path / "x.xml.d" / "a.txt").write_text("")
+    (tmp_path / "b.xml").mkdir()
+    for folder in ("one", "two"):
+        xml(tmp_path / folder / "a.xml")
+    jpeg(tmp_path / "pics" / "a.jpg")
+    with pytest.raises(BadRecordError) as info:
+        read_voc(tmp_path)
+    assert str(info.value) == (f"{tmp_path}: no VOC layout found (want XMLs and images in one folder, in two sibling folders, "
+                               "or Annotations/ + JPEGImages/); give --format if this is another format")
+
+
+def test_read_voc_two_image_folders_beside_one_xml_folder_is_no_layout(tmp_path: Path):
+    xml(tmp_path / "xmls" / "a.xml")
+    jpeg(tmp_path / "p" / "a.jpg")
+    jpeg(tmp_path / "q" / "a.jpg")
+    with pytest.raises(BadRecordError, match="no VOC layout found"):
+        read_voc(tmp_path)
+
+
+def devkit(root: Path, lists: dict[str, str], sets: str = "ImageSets/Main") -> Path:
+    """Annotations/ + JPEGImages/ with a.. d, and the split list files given ({name: text})."""
+    for stem in "abcd":
+        voc_pair(root / "Annotations", stem, root / "JPEGImages")
+    for name, text in lists.items():
+        (root / sets).mkdir(parents=True, exist_ok=True)
+        (root / sets / f"{name}.txt").write_text(text)
+    return root
+
+
+def test_read_voc_splits_from_the_split_list_files(tmp_path: Path):
+    devkit(tmp_path, {"train": "a\n\nb  1\n", "val": "c\n", "test": "d -1\n"})
+    src = read_voc(tmp_path)
+    assert [(i.path.stem, i.split) for i in src.images] == [("a", "train"), ("b", "train"), ("c", "val"), ("d", "test")]
+    assert src.layout == "Annotations/ + JPEGImages/, splits from ImageSets/Main (train, val, test)"
+    assert (src.problems, src.notes) == ([], [])
+
+
+def test_read_voc_trainval_stands_for_train_only_without_train_txt(tmp_path: Path):
+    devkit(tmp_path / "one", {"trainval": "a\nb\n", "val": "b\n", "test": "c\n"}, "imagesets/main")
+    src = read_voc(tmp_path / "one")
+    assert [(i.path.stem, i.split) for i in src.images] == [("a", "train"), ("b", "val"), ("c", "test")]
+    assert src.layout == "Annotations/ + JPEGImages/, splits from imagesets/main (train, val, test)"
+    assert src.notes == ["1 XML(s) named in no ImageSets/Main split file: left out"]
+    devkit(tmp_path / "two", {"train": "a\n", "trainval": "a\nb\nc\nd\n", "val": "b\n"})
+    src = read_voc(tmp_path / "two")
+    assert [(i.path.stem, i.split) for i in src.images] == [("a", "train"), ("b", "val")]
+    assert src.notes == ["2 XML(s) named in no ImageSets/Main split file: left out"]
+
+
+def test_read_voc_imagesets_without_split_list_files_give_no_splits(tmp_path: Path):
+    devkit(tmp_path, {"aeroplane_train": "a  1\n"})  # a per-class list only
+    src = read_voc(tmp_path)
+    assert [i.split for i in src.images] == [None] * 4 and src.layout == "Annotations/ + JPEGImages/"
+    assert (src.problems, src.notes) == ([], [])
+
+
+def test_read_voc_a_split_file_naming_a_missing_xml_names_the_file_read(tmp_path: Path):
+    devkit(tmp_path / "dk", {"trainval": "a\nzz\n", "val": "b\n"})
+    src = read_voc(tmp_path / "dk")
+    assert src.problems == [Problem(f"{tmp_path / 'dk' / 'ImageSets' / 'Main' / 'trainval.txt'} names 'zz', but "
+                                    f"{tmp_path / 'dk' / 'Annotations' / 'zz.xml'} does not exist", "split file names a missing XML", "zz", 0, "train")]
+    voc_pair(tmp_path / "flat", "a")  # XMLs and images in the root, ImageSets beside them (lower case)
+    (tmp_path / "flat" / "imagesets" / "main").mkdir(parents=True)
+    (tmp_path / "flat" / "imagesets" / "main" / "val.txt").write_text("a\nb\n")
+    src = read_voc(tmp_path / "flat")
+    assert [p.message for p in src.problems] == [f"{tmp_path / 'flat' / 'imagesets' / 'main' / 'val.txt'} names 'b', but "
+                                                 f"{tmp_path / 'flat' / 'b.xml'} does not exist"]
+    assert [(i.path.stem, i.split) for i in src.images] == [("a", "val")]
+
+
+def test_read_voc_one_folder_per_split(tmp_path: Path):
+    for folder in ("valid", "train", "test"):
+        voc_pair(tmp_path / folder, folder)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "val").mkdir()  # a split's name, but no XML in it: not a split folder
+    src = read_voc(tmp_path)
+    assert [(i.path, i.split) for i in src.images] == [(tmp_path / f / f"{f}.jpg", s) for f, s in
+                                                       (("train", "train"), ("valid", "val"), ("test", "test"))]
+    assert src.layout == "train/: one folder; val/: one folder; test/: one folder"
+
+
+def test_read_voc_split_folders_without_train_are_read_as_one_folder(tmp_path: Path):
+    voc_pair(tmp_path / "valid", "a")
+    voc_pair(tmp_path / "test", "b")
+    with pytest.raises(BadRecordError, match="no VOC layout found"):
+        read_voc(tmp_path)
+
+
+def test_read_voc_finds_the_image_by_filename_or_stem_in_any_case(tmp_path: Path):
+    jpeg(tmp_path / "IMG_1.JPG")
+    jpeg(tmp_path / "photo.png")
+    jpeg(tmp_path / "c.jpeg")
+    jpeg(tmp_path / "c.png", 40, 30)
+    xml(tmp_path / "one.xml", "C:/Users/x/img_1.jpg", objects=[("cat", 1, 1, 5, 5)])  # <filename> with a folder, other case
+    xml(tmp_path / "photo.xml", "missing.jpg")  # no such file: the stem
+    xml(tmp_path / "c.xml")  # no <filename>: the stem, the first in sorted order
+    src = read_voc(tmp_path)
+    assert [(i.path.name, i.where) for i in src.images] == [
+        ("c.jpeg", str(tmp_path / "c.xml")), ("IMG_1.JPG", str(tmp_path / "one.xml")), ("photo.png", str(tmp_path / "photo.xml"))]
+    assert src.notes == ["1 XML(s) without a usable <size>: the size was read from the image"] or src.notes == []
+
+
+def test_read_voc_an_xml_without_an_image_is_named_with_what_was_looked_for(tmp_path: Path):
+    jpeg(tmp_path / "images" / "a.jpg")
+    path = xml(tmp_path / "annotations" / "b.xml", "b.png", objects=[("cat", 1, 1, 5, 5), ("cat", 2, 2, 6, 6)])
+    xml(tmp_path / "annotations" / "c.xml")
+    src = read_voc(tmp_path)
+    assert src.problems[0] == Problem(
+        f"{path}: no image for it in {tmp_path / 'images'} (looked for <filename> 'b.png' and b with any image extension)",
+        "label file without an image", str(path), 2, None)
+    assert src.problems[1].message.endswith("(looked for <filename> None and c with any image extension)")
+    assert src.notes == ["1 image(s) without an XML: left out (give each an XML without objects to keep it as a negative)"]
+
+
+def test_read_voc_an_image_used_by_filename_is_not_unannotated(tmp_path: Path):
+    jpeg(tmp_path / "photo.jpg")
+    jpeg(tmp_path / "b.jpg")  # its stem has an XML that names another image: not counted either
+    jpeg(tmp_path / "lone.jpg")
+    xml(tmp_path / "b.xml", "photo.jpg")
+    src = read_voc(tmp_path)
+    assert [i.path.name for i in src.images] == ["photo.jpg"]
+    assert src.notes == ["1 image(s) without an XML: left out (give each an XML without objects to keep it as a negative)"]
+
+
+def test_read_voc_a_malformed_xml_is_a_problem_naming_it(tmp_path: Path):
+    voc_pair(tmp_path / "train", "a")
+    (tmp_path / "train" / "b.xml").write_text("<annotation><object>")
+    src = read_voc(tmp_path)
+    [problem] = src.problems
+    assert problem.message.startswith(f"{tmp_path / 'train' / 'b.xml'}: not well-formed XML (")
+    assert (problem.reason, problem.image, problem.boxes, problem.split) == ("malformed XML", str(tmp_path / "train" / "b.xml"), 0, "train")
+    assert [i.path.name for i in src.images] == ["a.jpg"]
+
+
+def test_read_voc_an_undecodable_image_is_a_problem_naming_the_xml(tmp_path: Path):
+    voc_pair(tmp_path, "a", objects=[("cat", 1, 1, 5, 5), ("dog", 1, 1, 5, 5)])
+    (tmp_path / "a.jpg").write_bytes(b"not an image")
+    src = read_voc(tmp_path)
+    assert src.images == [] and src.problems == [Problem(
+        f"{tmp_path / 'a.jpg'}: image cannot be decoded (not an image file PIL knows) (annotated in {tmp_path / 'a.xml'})",
+        "image cannot be decoded", str(tmp_path / "a.jpg"), 2, None)]
+
+
+def test_read_voc_sizes_missing_and_wrong_are_noted_the_images_used(tmp_path: Path):
+    for k, stem in enumerate("abcde"):
+        jpeg(tmp_path / f"{stem}.jpg")
+        xml(tmp_path / f"{stem}.xml", f"{stem}.jpg", (48, 36) if stem == "a" else None if stem == "b" else (480 + k, 36))
+    src = read_voc(tmp_path)
+    assert [(i.width, i.height) for i in src.images] == [(48, 36)] * 5
+    assert src.notes == [
+        "1 XML(s) without a usable <size>: the size was read from the image",
+        "3 XML <size>(s) differ from the image (the image's size is used): c.xml says 482 x 36, c.jpg is 48 x 36; "
+        "d.xml says 483 x 36, d.jpg is 48 x 36; e.xml says 484 x 36, e.jpg is 48 x 36",
+    ]
+    xml(tmp_path / "f.xml", "a.jpg", (48, 37))
+    assert read_voc(tmp_path).notes[1].endswith("e.xml says 484 x 36, e.jpg is 48 x 36 ...")
+    assert read_voc(tmp_path).notes[1].startswith("4 XML <size>(s) differ")
+
+
+def test_read_voc_unknown_class_and_box_outside_condemn_the_image(tmp_path: Path):
+    jpeg(tmp_path / "a.jpg")
+    jpeg(tmp_path / "b.jpg")
+    a = xml(tmp_path / "a.xml", "a.jpg", objects=[("cat", 1, 1, 5, 5), ("bird", 2, 2, 6, 6)])
+    b = xml(tmp_path / "b.xml", "b.jpg", objects=[("cat", 60, 10, 70.5, 30), ("dog", 1, 1, 5, 5)])
+    src = read_voc(tmp_path, classes=["dog", "cat"])
+    assert src.class_names == ["dog", "cat"] and src.images == []
+    assert src.problems == [
+        Problem(f"{a} object 1 (bird): class 'bird' is not one of ['dog', 'cat']", "unknown class", str(tmp_path / "a.jpg"), 2, None),
+        Problem(f"{b} object 0 (cat): box outside the image (xmin, ymin, xmax, ymax = (60, 10, 70.5, 30), image 48 x 36)",
+                "box outside the image", str(tmp_path / "b.jpg"), 2, None),
+    ]
+
+
+def test_read_voc_default_classes_are_the_names_found_sorted(tmp_path: Path):
+    voc_pair(tmp_path, "a", objects=[("zebra", 1, 1, 5, 5), ("ant", 1, 1, 5, 5), ("zebra", 2, 2, 6, 6)])
+    assert read_voc(tmp_path).class_names == ["ant", "zebra"]
+
+
+def test_read_voc_a_box_without_extent_is_dropped_a_box_over_the_edge_clipped(tmp_path: Path):
+    path = voc_pair(tmp_path, "a", objects=[("cat", 5, 5, 5, 9), ("cat", 5, 5, 9, 5), ("cat", 40.0, 30, 60, 40), ("cat", 7, 3, 4, 9)])
+    src = read_voc(tmp_path)
+    assert src.dropped == [f"{path} object 0 (cat) (5, 5, 5, 9)", f"{path} object 1 (cat) (5, 5, 9, 5)", f"{path} object 3 (cat) (7, 3, 4, 9)"]
+    assert src.clipped == [f"{path} object 2 (cat)"]
+    assert src.images[0].boxes == [SourceBox("cat", (39.0, 29.0, 48.0, 36.0))]
+
+
+def test_read_voc_a_one_pixel_box_has_extent(tmp_path: Path):
+    voc_pair(tmp_path, "a", objects=[("cat", 5, 5, 6, 6)])
+    assert read_voc(tmp_path).images[0].boxes == [SourceBox("cat", (4.0, 4.0, 6.0, 6.0))]
