@@ -589,3 +589,275 @@ def test_read_voc_a_box_without_extent_is_dropped_a_box_over_the_edge_clipped(tm
 def test_read_voc_a_one_pixel_box_has_extent(tmp_path: Path):
     voc_pair(tmp_path, "a", objects=[("cat", 5, 5, 6, 6)])
     assert read_voc(tmp_path).images[0].boxes == [SourceBox("cat", (4.0, 4.0, 6.0, 6.0))]
+
+
+# ---------------------------------------------------------------------------------------------
+# YOLO txt
+
+
+def yolo_pair(images: Path, labels: Path, stem: str, lines: str | None = "0 0.5 0.5 0.5 0.5\n", size: tuple[int, int] = (40, 20)) -> Path:
+    """``images/stem.jpg`` and, unless ``lines`` is None, ``labels/stem.txt``."""
+    path = jpeg(images / f"{stem}.jpg", *size)
+    if lines is not None:
+        labels.mkdir(parents=True, exist_ok=True)
+        (labels / f"{stem}.txt").write_text(lines)
+    return path
+
+
+def data_yaml(root: Path, data: dict, name: str = "data.yaml") -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / name).write_text(yaml.safe_dump(data))
+    return root / name
+
+
+def test_find_yaml_a_file_by_its_suffix_a_folder_by_a_yaml_with_names(tmp_path: Path):
+    for name in ("a.yaml", "b.YML"):
+        (tmp_path / name).write_text("x: 1")
+        assert find_yaml(tmp_path / name) == tmp_path / name
+    (tmp_path / "c.txt").write_text("names: [a]")
+    assert find_yaml(tmp_path / "c.txt") is None
+    assert find_yaml(tmp_path) is None  # neither a.yaml nor b.YML has names
+    (tmp_path / "bad.yaml").write_text("names: [unclosed")
+    (tmp_path / "list.yaml").write_text("- names\n")
+    (tmp_path / "z.yaml").write_text("names: [a]")
+    assert find_yaml(tmp_path) == tmp_path / "z.yaml"
+    (tmp_path / "data.yml").write_text("names: [b]")
+    assert find_yaml(tmp_path) == tmp_path / "data.yml"
+    (tmp_path / "data.yaml").write_text("names: [c]")
+    assert find_yaml(tmp_path) == tmp_path / "data.yaml"
+
+
+def test_looks_like_yolo_a_yaml_or_txt_files_in_a_labels_folder(tmp_path: Path):
+    data_yaml(tmp_path / "yaml", {"names": ["a"]})
+    assert looks_like_yolo(tmp_path / "yaml")
+    for depth, name in enumerate(("labels/a.txt", "labels/train/a.txt", "train/labels/x/a.txt", "x/labels/y/z/a.txt")):
+        (tmp_path / str(depth) / name).parent.mkdir(parents=True)
+        (tmp_path / str(depth) / name).write_text("0 0.5 0.5 0.1 0.1")
+    assert [looks_like_yolo(tmp_path / str(d)) for d in range(4)] == [True, True, True, False]
+    for name in ("other/a.txt", "labels/a.TXT"):
+        (tmp_path / "no" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "no" / name).write_text("0 0.5 0.5 0.1 0.1")
+    assert not looks_like_yolo(tmp_path / "no") and not looks_like_yolo(tmp_path / "missing")
+
+
+def test_label_path_replaces_the_last_images_folder_and_the_extension():
+    assert label_path(Path("/d/images/train/a.b.JPG")) == Path("/d/labels/train/a.b.txt")
+    assert label_path(Path("/images/x/images/a.png")) == Path("/images/x/labels/a.txt")
+    assert label_path(Path("/d/myimages/a.png")) == Path("/d/myimages/a.txt")
+
+
+@pytest.mark.parametrize("names, message", [
+    ({0: "a", 2: "b"}, "names must have the ids 0..1, got [0, 2]"),
+    ({1: "a", 2: "b"}, "names must have the ids 0..1, got [1, 2]"),
+    ([], "names must be a list of class names (or {id: name}), got []"),
+    ("cat", "names must be a list of class names (or {id: name}), got 'cat'"),
+])
+def test_read_yolo_bad_names_are_one_line(tmp_path: Path, names, message: str):
+    path = data_yaml(tmp_path, {"names": names, "train": "."})
+    with pytest.raises(BadRecordError) as info:
+        read_yolo(tmp_path)
+    assert str(info.value) == f"{path}: {message}"
+
+
+def test_read_yolo_nc_must_match_names(tmp_path: Path):
+    path = data_yaml(tmp_path, {"names": ["a", "b"], "nc": 3, "train": "."})
+    with pytest.raises(BadRecordError) as info:
+        read_yolo(tmp_path)
+    assert str(info.value) == f"{path}: nc is 3 but names has 2 entries"
+
+
+def test_read_yolo_names_by_id_in_any_order_become_strings(tmp_path: Path):
+    yolo_pair(tmp_path / "images", tmp_path / "labels", "a", "1 0.5 0.5 0.5 0.5\n0 0.25 0.25 0.1 0.2\n")
+    data_yaml(tmp_path, {"names": {1: 7, 0: "cat"}, "nc": 2, "train": "images"})
+    src = read_yolo(tmp_path)
+    assert src.class_names == ["cat", "7"]
+    assert src.images[0].boxes == [SourceBox("7", (10.0, 5.0, 30.0, 15.0)), SourceBox("cat", (8.0, 3.0, 12.0, 7.0))]
+
+
+def test_read_yolo_an_empty_yaml_has_no_names(tmp_path: Path):
+    (tmp_path / "x.yaml").write_text("")
+    with pytest.raises(BadRecordError) as info:
+        read_yolo(tmp_path / "x.yaml")
+    assert str(info.value) == f"{tmp_path / 'x.yaml'}: names must be a list of class names (or {{id: name}}), got None"
+
+
+def test_read_yolo_yaml_entries_folders_lists_and_list_files(tmp_path: Path):
+    root = tmp_path / "ds"
+    for stem in ("a", "b"):
+        yolo_pair(root / "images" / "part1", root / "labels" / "part1", stem)
+    yolo_pair(root / "images" / "part2" / "deep", root / "labels" / "part2" / "deep", "c")
+    (root / "images" / "part2" / "x.png").mkdir()  # a folder named like an image is no image
+    (root / "images" / "part1" / "notes.txt").write_text("")
+    yolo_pair(root / "images" / "v", root / "labels" / "v", "d")
+    yolo_pair(root / "images" / "v", root / "labels" / "v", "E")
+    jpeg(root / "images" / "v" / "F.PNG")
+    (root / "images" / "val.txt").write_text(f"  v/d.jpg\n\n{root / 'images' / 'v' / 'E.jpg'}\nv/F.PNG\n")
+    path = data_yaml(tmp_path / "cfg", {"path": str(root), "names": ["cat"], "train": ["images/part1", "images/part2"],
+                                        "val": "images/val.txt"})
+    src = read_yolo(path)
+    assert src.root == tmp_path / "cfg"
+    assert [(i.path, i.split) for i in src.images] == [
+        (root / "images" / "part1" / "a.jpg", "train"), (root / "images" / "part1" / "b.jpg", "train"),
+        (root / "images" / "part2" / "deep" / "c.jpg", "train"), (root / "images" / "v" / "d.jpg", "val"),
+        (root / "images" / "v" / "E.jpg", "val"), (root / "images" / "v" / "F.PNG", "val")]
+    assert src.layout == "data.yaml: train 3 images, val 3 images (splits: train, val)"
+    assert src.images[-1].boxes == [] and src.images[0].where == str(root / "labels" / "part1" / "a.txt")
+
+
+def test_read_yolo_path_relative_to_the_yaml_or_under_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    yolo_pair(tmp_path / "ds" / "images", tmp_path / "ds" / "labels", "a")
+    data_yaml(tmp_path / "cfg", {"path": "../ds", "names": ["cat"], "train": "images"})
+    assert [i.path for i in read_yolo(tmp_path / "cfg").images] == [tmp_path / "ds" / "images" / "a.jpg"]
+    monkeypatch.setenv("HOME", str(tmp_path))
+    data_yaml(tmp_path / "cfg", {"path": "~/ds", "names": ["cat"], "train": "images"})
+    assert [i.path for i in read_yolo(tmp_path / "cfg").images] == [tmp_path / "ds" / "images" / "a.jpg"]
+
+
+def test_read_yolo_roboflows_dot_dot_entries_and_valid(tmp_path: Path):
+    for split in ("train", "valid", "test"):
+        yolo_pair(tmp_path / split / "images", tmp_path / split / "labels", split)
+    data_yaml(tmp_path, {"names": ["cat"], "train": "../train/images", "valid": "../valid/images", "test": "../test/images"})
+    src = read_yolo(tmp_path)
+    assert [(i.path.name, i.split) for i in src.images] == [("train.jpg", "train"), ("valid.jpg", "val"), ("test.jpg", "test")]
+    assert src.layout == "data.yaml: train 1 images, val 1 images, test 1 images (splits: train, val, test)"
+
+
+def test_read_yolo_val_wins_over_valid_and_a_dot_dot_that_exists_is_kept(tmp_path: Path):
+    yolo_pair(tmp_path / "ds" / "images" / "t", tmp_path / "ds" / "labels" / "t", "a")
+    yolo_pair(tmp_path / "ds" / "images" / "v", tmp_path / "ds" / "labels" / "v", "b")
+    yolo_pair(tmp_path / "ds" / "images" / "w", tmp_path / "ds" / "labels" / "w", "c")
+    yolo_pair(tmp_path / "t", tmp_path / "labels_elsewhere", "outside")  # ../t exists beside ds: it is used
+    data_yaml(tmp_path / "ds", {"names": ["cat"], "train": "../t", "val": "images/v", "valid": "images/w", "test": ""})
+    src = read_yolo(tmp_path / "ds")
+    assert [(i.path.name, i.split) for i in src.images] == [("outside.jpg", "train"), ("b.jpg", "val")]
+
+
+def test_read_yolo_a_missing_entry_and_a_missing_train_are_one_line(tmp_path: Path):
+    path = data_yaml(tmp_path, {"names": ["cat"], "train": "../nope/images"})
+    with pytest.raises(BadRecordError) as info:
+        read_yolo(tmp_path)
+    assert str(info.value) == f"{path}: train: ../nope/images is neither a folder nor a list file (looked for {tmp_path / 'nope/images'})"
+    (tmp_path / "v").mkdir()
+    path = data_yaml(tmp_path, {"names": ["cat"], "val": "v"})
+    with pytest.raises(BadRecordError) as info:
+        read_yolo(tmp_path)
+    assert str(info.value) == f"{path}: no train entry (want train: and val: folders or list files)"
+
+
+def test_read_yolo_an_image_in_two_splits_is_refused(tmp_path: Path):
+    image = yolo_pair(tmp_path / "images", tmp_path / "labels", "a")
+    data_yaml(tmp_path, {"names": ["cat"], "train": "images", "val": "images"})
+    with pytest.raises(BadRecordError) as info:
+        read_yolo(tmp_path)
+    assert str(info.value) == f"{image} is in both the train and the val split: each image belongs to one split"
+
+
+@pytest.mark.parametrize("name_file", ["classes.txt", "obj.names", "classes.names", "_darknet.labels", "labels/classes.txt"])
+def test_read_yolo_bare_names_from_any_name_file(tmp_path: Path, name_file: str):
+    yolo_pair(tmp_path / "images", tmp_path / "labels", "a", "1 0.5 0.5 0.5 0.5\n")
+    (tmp_path / name_file).write_text("\ncat\n  dog  \n\n")
+    src = read_yolo(tmp_path)
+    assert src.class_names == ["cat", "dog"] and src.images[0].boxes[0].label == "dog" and src.problems == []
+    assert src.layout == f"{Path(name_file).name}: all 1 images in images"  # no splits: none said
+
+
+def test_read_yolo_bare_without_names_or_images_is_one_line(tmp_path: Path):
+    (tmp_path / "labels").mkdir()
+    with pytest.raises(BadRecordError) as info:
+        read_yolo(tmp_path)
+    assert str(info.value) == f"{tmp_path}: YOLO labels without class names: add a data.yaml with names: [...] (or classes.txt)"
+    (tmp_path / "classes.txt").write_text("cat\n")
+    (tmp_path / "train").mkdir()  # a split folder without images/
+    with pytest.raises(BadRecordError) as info:
+        read_yolo(tmp_path)
+    assert str(info.value) == f"{tmp_path}: no images/ folder (want images/ + labels/, or train/images + train/labels)"
+
+
+def test_read_yolo_bare_split_folders_inside_images_or_around_it(tmp_path: Path):
+    inside = tmp_path / "inside"
+    for split in ("val", "train"):
+        yolo_pair(inside / "images" / split, inside / "labels" / split, split)
+    (inside / "images" / "other").mkdir()
+    (inside / "classes.txt").write_text("cat\n")
+    src = read_yolo(inside)
+    assert [(i.path.name, i.split) for i in src.images] == [("train.jpg", "train"), ("val.jpg", "val")]
+    assert src.layout == "classes.txt: train 1 images in images/train, val 1 images in images/val (splits: train, val)"
+    around = tmp_path / "around"
+    for split in ("valid", "train", "Test"):
+        yolo_pair(around / split / "images", around / split / "labels", split)
+    (around / "other" / "images").mkdir(parents=True)
+    (around / "train.txt").write_text("")  # a file named like a split: not a folder
+    (around / "labels").mkdir()
+    (around / "labels" / "obj.names").write_text("cat\n")
+    src = read_yolo(around)
+    assert [(i.path.name, i.split) for i in src.images] == [("Test.jpg", "test"), ("train.jpg", "train"), ("valid.jpg", "val")]
+    assert src.layout == ("obj.names: test 1 images in Test/images, train 1 images in train/images, val 1 images in valid/images "
+                          "(splits: train, val, test)")
+
+
+def test_read_yolo_bare_split_folder_with_images_beats_a_plain_images_folder(tmp_path: Path):
+    yolo_pair(tmp_path / "train" / "images", tmp_path / "train" / "labels", "a")
+    yolo_pair(tmp_path / "images", tmp_path / "labels", "b")
+    (tmp_path / "classes.txt").write_text("cat\n")
+    assert [(i.path.name, i.split) for i in read_yolo(tmp_path).images] == [("a.jpg", "train")]
+
+
+def test_read_yolo_label_lines_boxes_dropped_and_clipped(tmp_path: Path):
+    yolo_pair(tmp_path / "images", tmp_path / "labels", "a",
+              "\n0 0.5 0.5 0.5 0.5\n  \n1 0.875 0.125 0.5 0.25\n0 0.5 0.5 0 0.2\n1.0 0.25 0.75 0.5 0.5\n")
+    (tmp_path / "classes.txt").write_text("cat\ndog\n")
+    src = read_yolo(tmp_path)
+    label = tmp_path / "labels" / "a.txt"
+    assert src.images[0].boxes == [SourceBox("cat", (10.0, 5.0, 30.0, 15.0)), SourceBox("dog", (25.0, 0.0, 40.0, 5.0)),
+                                   SourceBox("dog", (0.0, 10.0, 20.0, 20.0))]
+    assert src.clipped == [f"{label} line 4"] and src.dropped == [f"{label} line 5 (0.5 0.5 0 0.2)"]
+    assert (src.images[0].where, src.problems) == (str(label), [])
+
+
+@pytest.mark.parametrize("line, message, reason", [
+    ("0 0.5 0.5 0.2", "expected 'class cx cy w h' (an integer and four numbers), got '0 0.5 0.5 0.2'", "malformed line"),
+    ("0 0.5 0.5 0.2 0.2 0.9", "expected 'class cx cy w h' (an integer and four numbers), got '0 0.5 0.5 0.2 0.2 0.9'", "malformed line"),
+    ("cat 0.5 0.5 0.2 0.2 ", "expected 'class cx cy w h' (an integer and four numbers), got 'cat 0.5 0.5 0.2 0.2'", "malformed line"),
+    ("0.5 0.5 0.5 0.2 0.2", "expected 'class cx cy w h' (an integer and four numbers), got '0.5 0.5 0.5 0.2 0.2'", "malformed line"),
+    ("2 0.5 0.5 0.2 0.2", "class 2 is not one of the 2 classes (0..1)", "unknown class"),
+    ("-1 0.5 0.5 0.2 0.2", "class -1 is not one of the 2 classes (0..1)", "unknown class"),
+    ("0 1.7 0.5 0.2 0.2", "box outside the image (cx cy w h = 1.7 0.5 0.2 0.2, image 40 x 20)", "box outside the image"),
+])
+def test_read_yolo_a_bad_line_condemns_its_image_naming_file_and_line(tmp_path: Path, line: str, message: str, reason: str):
+    image = yolo_pair(tmp_path / "images", tmp_path / "labels", "a", f"1 0.5 0.5 0.5 0.5\n\n{line}\n")
+    yolo_pair(tmp_path / "images", tmp_path / "labels", "b")
+    (tmp_path / "classes.txt").write_text("cat\ndog\n")
+    src = read_yolo(tmp_path)
+    assert [i.path.name for i in src.images] == ["b.jpg"]
+    assert src.problems == [Problem(f"{tmp_path / 'labels' / 'a.txt'} line 3: {message}", reason, str(image), 2, None)]
+
+
+def test_read_yolo_an_undecodable_image_and_a_label_without_an_image(tmp_path: Path):
+    image = yolo_pair(tmp_path / "images" / "train", tmp_path / "labels" / "train", "a", "0 0.5 0.5 0.2 0.2\n\n0 0.5 0.5 0.2 0.2\n")
+    image.write_bytes(b"not an image")
+    yolo_pair(tmp_path / "images" / "val", tmp_path / "labels" / "val", "b", None)  # no label file: a negative
+    (tmp_path / "labels" / "val").mkdir()
+    (tmp_path / "labels" / "val" / "zz.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (tmp_path / "labels" / "val" / "classes.txt").write_text("cat\n")  # a name file among the labels: not a label
+    (tmp_path / "labels" / "elsewhere").mkdir()
+    (tmp_path / "labels" / "elsewhere" / "x.txt").write_text("0 0.5 0.5 0.2 0.2\n")  # no image names this folder: not looked at
+    data_yaml(tmp_path, {"names": ["cat"], "train": "images/train", "val": "images/val"})
+    src = read_yolo(tmp_path)
+    assert [(i.path.name, i.split, i.boxes) for i in src.images] == [("b.jpg", "val", [])]
+    assert src.problems == [
+        Problem(f"{image}: image cannot be decoded (not an image file PIL knows)", "image cannot be decoded", str(image), 2, "train"),
+        Problem(f"{tmp_path / 'labels' / 'val' / 'zz.txt'}: a label file without an image (no zz.* among the images)",
+                "label file without an image", str(tmp_path / "labels" / "val" / "zz.txt"), 1, "val"),
+    ]
+
+
+def test_read_yolo_label_folders_are_checked_in_sorted_order_with_the_first_split_seen(tmp_path: Path):
+    yolo_pair(tmp_path / "images" / "b", tmp_path / "labels" / "b", "x")
+    yolo_pair(tmp_path / "images" / "a", tmp_path / "labels" / "a", "y")
+    (tmp_path / "labels" / "b" / "orphan.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (tmp_path / "labels" / "a" / "orphan.txt").write_text("")
+    data_yaml(tmp_path, {"names": ["cat"], "train": "images/b", "val": "images/a", "test": "images/b/x.jpg.list"})
+    (tmp_path / "images" / "b" / "x.jpg.list").write_text("")
+    src = read_yolo(tmp_path)
+    assert [(p.image, p.boxes, p.split) for p in src.problems] == [
+        (str(tmp_path / "labels" / "a" / "orphan.txt"), 0, "val"), (str(tmp_path / "labels" / "b" / "orphan.txt"), 1, "train")]
