@@ -42,14 +42,13 @@ __all__ = ["looks_like_voc", "read_voc"]
 @dataclass(frozen=True)
 class _Unit:
     """One folder of XMLs and its images; ``split`` from the folder's name, or ``lists`` from
-    ``ImageSets/Main`` (split -> stems; ``list_files``: split -> the file read), or neither."""
+    ``ImageSets/Main`` (split -> (the split list file read, the stems it names)), or neither."""
 
     xml_dir: Path
     image_dir: Path
     split: str | None
-    lists: dict[str, list[str]] | None
+    lists: dict[str, tuple[Path, list[str]]] | None
     described: str
-    list_files: dict[str, Path]
 
 
 def _files(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
@@ -84,8 +83,7 @@ def _unit(folder: Path, split: str | None) -> _Unit:
                 "or Annotations/ + JPEGImages/); give --format if this is another format"
             )
         xml_dir, image_dir = with_xml[0], with_images[0]
-    lists: dict[str, list[str]] | None = None
-    found: dict[str, Path] = {}  # split -> the split list file read
+    lists: dict[str, tuple[Path, list[str]]] | None = None
     sets = next((subs["imagesets"] / m for m in ("Main", "main") if "imagesets" in subs and (subs["imagesets"] / m).is_dir()), None)
     if split is None and sets is not None:
         files = {s: sets / f"{s}.txt" for s in ("train", "trainval", "val", "test")}
@@ -93,11 +91,11 @@ def _unit(folder: Path, split: str | None) -> _Unit:
             files["train"] = files["trainval"]
         # in split order: an image that trainval.txt (as train) and val.txt both name is val's
         found = {s: files[s] for s in ("train", "val", "test") if files[s].is_file()}
-        lists = {s: [line.split()[0] for line in p.read_text().splitlines() if line.strip()] for s, p in found.items()} or None
+        lists = {s: (p, [line.split()[0] for line in p.read_text().splitlines() if line.strip()]) for s, p in found.items()} or None
     where = "one folder" if xml_dir == image_dir else f"{xml_dir.name}/ + {image_dir.name}/"
     if lists:
         where += f", splits from {sets.relative_to(folder)} ({', '.join(lists)})"
-    return _Unit(xml_dir, image_dir, split, lists, where, found)
+    return _Unit(xml_dir, image_dir, split, lists, where)
 
 
 def _units(root: Path) -> list[_Unit]:
@@ -131,13 +129,13 @@ def read_voc(root: Path, classes: list[str] | None = None) -> Source:
     missing_size, wrong_size, unlisted, unannotated = 0, [], 0, 0
     parsed: list[tuple[VocAnnotation, Path, str | None]] = []
     for unit in units:
-        split_of = {stem: s for s, stems in (unit.lists or {}).items() for stem in stems}
+        split_of = {stem: s for s, (_, stems) in (unit.lists or {}).items() for stem in stems}
         xmls = _files(unit.xml_dir, (".xml",))
         stems = {p.stem for p in xmls}
-        for s, listed in (unit.lists or {}).items():
+        for s, (list_file, listed) in (unit.lists or {}).items():
             for stem in listed:
                 if stem not in stems:
-                    problems.append(Problem(f"{unit.list_files[s]} names {stem!r}, "
+                    problems.append(Problem(f"{list_file} names {stem!r}, "
                                             f"but {unit.xml_dir / (stem + '.xml')} does not exist", "split file names a missing XML", stem, 0, s))
         by_name, by_stem = image_index(unit.image_dir)
         used: set[str] = set()
