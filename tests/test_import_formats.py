@@ -130,6 +130,14 @@ def test_find_jsons_a_json_without_a_split_beside_split_ones_is_refused(tmp_path
     assert str(info.value) == f"{tmp_path}: {plain} names no split beside ['train', 'val']: give the one to import"
 
 
+def test_find_jsons_one_json_without_a_split_beside_one_split_json_is_refused(tmp_path: Path):
+    plain = coco_file(tmp_path / "all.json", [], [])
+    coco_file(tmp_path / "train" / "x.json", [], [])
+    with pytest.raises(BadRecordError) as info:
+        find_jsons(tmp_path)
+    assert str(info.value) == f"{tmp_path}: {plain} names no split beside ['train']: give the one to import"
+
+
 def test_read_coco_without_a_json_says_what_it_wants(tmp_path: Path):
     with pytest.raises(BadRecordError) as info:
         read_coco(tmp_path)
@@ -165,6 +173,25 @@ def test_read_coco_a_json_file_alone_and_a_byte_order_mark(tmp_path: Path):
     assert (src.root, src.layout, [i.split for i in src.images]) == (tmp_path, "labels.json", [None])
     assert src.images[0].boxes == [SourceBox("dog", (0.0, 0.0, 48.0, 10.0))]
     assert src.clipped == [f"a box in {path}"]
+
+
+def test_read_coco_clipped_boxes_of_every_json_are_counted(tmp_path: Path):
+    jpeg(tmp_path / "train" / "a.jpg")
+    train = coco_file(tmp_path / "train" / "x.json", [(1, "a.jpg", 48, 36)], [(1, 1, [40, 0, 20, 10], 2), (2, 1, [-2, 0, 4, 4], 1)])
+    coco_split(tmp_path / "valid")  # nothing clipped there
+    assert read_coco(tmp_path).clipped == [f"a box in {train}"] * 2
+
+
+@pytest.mark.parametrize("key", ["images", "annotations", "categories"])
+def test_read_coco_a_json_without_a_top_level_list_is_refused_by_load_records(tmp_path: Path, key: str):
+    jpeg(tmp_path / "a.jpg")
+    data = {"images": [{"id": 1, "file_name": "a.jpg", "width": 48, "height": 36}], "annotations": [],
+            "categories": [{"id": 1, "name": "cat"}]}
+    del data[key]
+    (tmp_path / "x.json").write_text(json.dumps(data))
+    with pytest.raises(BadRecordError) as info:
+        read_coco(tmp_path)
+    assert str(info.value) == f"{tmp_path / 'x.json'}: missing top-level key {key!r}"
 
 
 def test_read_coco_leaves_out_roboflows_unused_parent_category_and_says_so(tmp_path: Path):
@@ -366,6 +393,14 @@ def test_read_voc_annotations_beside_an_images_folder_or_the_only_folder_with_im
         assert [i.path for i in src.images] == [root / image_folder / "a.jpg"]
 
 
+@pytest.mark.parametrize("named, other", [("JPEGImages", "SegmentationClass"), ("images", "masks")])
+def test_read_voc_the_image_folder_by_its_name_beside_other_image_folders(tmp_path: Path, named: str, other: str):
+    voc_pair(tmp_path / "Annotations", "a", tmp_path / named)
+    jpeg(tmp_path / other / "a.png")  # VOC's segmentation masks: images too, but not the ones
+    src = read_voc(tmp_path)
+    assert src.layout == f"Annotations/ + {named}/" and [i.path for i in src.images] == [tmp_path / named / "a.jpg"]
+
+
 def test_read_voc_annotations_with_the_images_in_the_root(tmp_path: Path):
     voc_pair(tmp_path / "annotations", "a", tmp_path)
     jpeg(tmp_path / "one" / "x.jpg")
@@ -514,6 +549,21 @@ def test_read_voc_an_xml_without_an_image_is_named_with_what_was_looked_for(tmp_
     assert src.notes == ["1 image(s) without an XML: left out (give each an XML without objects to keep it as a negative)"]
 
 
+def test_read_voc_problems_and_notes_of_split_folders(tmp_path: Path):
+    voc_pair(tmp_path / "train", "a", objects=[("cat", 1, 1, 5, 5), ("bird", 1, 1, 5, 5)])
+    jpeg(tmp_path / "train" / "lone.jpg")
+    voc_pair(tmp_path / "train", "b")
+    (tmp_path / "train" / "b.jpg").write_bytes(b"not an image")
+    xml(tmp_path / "valid" / "c.xml", "c.jpg", objects=[("cat", 1, 1, 5, 5)])
+    voc_pair(tmp_path / "valid", "d")
+    src = read_voc(tmp_path, classes=["cat"])
+    assert [(p.reason, Path(p.image).name, p.boxes, p.split) for p in src.problems] == [
+        ("label file without an image", "c.xml", 1, "val"), ("unknown class", "a.jpg", 2, "train"),
+        ("image cannot be decoded", "b.jpg", 1, "train")]
+    assert [i.path.name for i in src.images] == ["d.jpg"]
+    assert src.notes == ["1 image(s) without an XML: left out (give each an XML without objects to keep it as a negative)"]
+
+
 def test_read_voc_an_image_used_by_filename_is_not_unannotated(tmp_path: Path):
     jpeg(tmp_path / "photo.jpg")
     jpeg(tmp_path / "b.jpg")  # its stem has an XML that names another image: not counted either
@@ -525,20 +575,21 @@ def test_read_voc_an_image_used_by_filename_is_not_unannotated(tmp_path: Path):
 
 
 def test_read_voc_a_malformed_xml_is_a_problem_naming_it(tmp_path: Path):
-    voc_pair(tmp_path / "train", "a")
-    (tmp_path / "train" / "b.xml").write_text("<annotation><object>")
+    voc_pair(tmp_path / "train", "b")
+    (tmp_path / "train" / "a.xml").write_text("<annotation><object>")
     src = read_voc(tmp_path)
     [problem] = src.problems
-    assert problem.message.startswith(f"{tmp_path / 'train' / 'b.xml'}: not well-formed XML (")
-    assert (problem.reason, problem.image, problem.boxes, problem.split) == ("malformed XML", str(tmp_path / "train" / "b.xml"), 0, "train")
-    assert [i.path.name for i in src.images] == ["a.jpg"]
+    assert problem.message.startswith(f"{tmp_path / 'train' / 'a.xml'}: not well-formed XML (")
+    assert (problem.reason, problem.image, problem.boxes, problem.split) == ("malformed XML", str(tmp_path / "train" / "a.xml"), 0, "train")
+    assert [i.path.name for i in src.images] == ["b.jpg"]
 
 
 def test_read_voc_an_undecodable_image_is_a_problem_naming_the_xml(tmp_path: Path):
     voc_pair(tmp_path, "a", objects=[("cat", 1, 1, 5, 5), ("dog", 1, 1, 5, 5)])
+    voc_pair(tmp_path, "b")
     (tmp_path / "a.jpg").write_bytes(b"not an image")
     src = read_voc(tmp_path)
-    assert src.images == [] and src.problems == [Problem(
+    assert [i.path.name for i in src.images] == ["b.jpg"] and src.problems == [Problem(
         f"{tmp_path / 'a.jpg'}: image cannot be decoded (not an image file PIL knows) (annotated in {tmp_path / 'a.xml'})",
         "image cannot be decoded", str(tmp_path / "a.jpg"), 2, None)]
 
@@ -573,9 +624,26 @@ def test_read_voc_unknown_class_and_box_outside_condemn_the_image(tmp_path: Path
     ]
 
 
+def test_read_voc_every_bad_object_of_an_image_is_named(tmp_path: Path):
+    path = voc_pair(tmp_path, "a", objects=[("bird", 1, 1, 5, 5), ("cat", 60, 1, 70, 5), ("fish", 1, 1, 5, 5), ("cat", 1, 50, 5, 60)])
+    src = read_voc(tmp_path, classes=["cat"])
+    assert [p.message for p in src.problems] == [
+        f"{path} object 0 (bird): class 'bird' is not one of ['cat']",
+        f"{path} object 1 (cat): box outside the image (xmin, ymin, xmax, ymax = (60, 1, 70, 5), image 48 x 36)",
+        f"{path} object 2 (fish): class 'fish' is not one of ['cat']",
+        f"{path} object 3 (cat): box outside the image (xmin, ymin, xmax, ymax = (1, 50, 5, 60), image 48 x 36)"]
+
+
 def test_read_voc_default_classes_are_the_names_found_sorted(tmp_path: Path):
     voc_pair(tmp_path, "a", objects=[("zebra", 1, 1, 5, 5), ("ant", 1, 1, 5, 5), ("zebra", 2, 2, 6, 6)])
     assert read_voc(tmp_path).class_names == ["ant", "zebra"]
+
+
+def test_read_voc_vocs_twenty_classes_are_in_vocs_order(tmp_path: Path):
+    from detector.data.voc import VOC_CLASSES
+
+    voc_pair(tmp_path, "a", objects=[(name, 1, 1, 5, 5) for name in reversed(VOC_CLASSES)])
+    assert read_voc(tmp_path).class_names == list(VOC_CLASSES)
 
 
 def test_read_voc_a_box_without_extent_is_dropped_a_box_over_the_edge_clipped(tmp_path: Path):
@@ -619,8 +687,8 @@ def test_find_yaml_a_file_by_its_suffix_a_folder_by_a_yaml_with_names(tmp_path: 
     assert find_yaml(tmp_path) is None  # neither a.yaml nor b.YML has names
     (tmp_path / "bad.yaml").write_text("names: [unclosed")
     (tmp_path / "list.yaml").write_text("- names\n")
-    (tmp_path / "z.yaml").write_text("names: [a]")
-    assert find_yaml(tmp_path) == tmp_path / "z.yaml"
+    (tmp_path / "c.yaml").write_text("names: [a]")
+    assert find_yaml(tmp_path) == tmp_path / "c.yaml"
     (tmp_path / "data.yml").write_text("names: [b]")
     assert find_yaml(tmp_path) == tmp_path / "data.yml"
     (tmp_path / "data.yaml").write_text("names: [c]")
@@ -670,7 +738,7 @@ def test_read_yolo_names_by_id_in_any_order_become_strings(tmp_path: Path):
     yolo_pair(tmp_path / "images", tmp_path / "labels", "a", "1 0.5 0.5 0.5 0.5\n0 0.25 0.25 0.1 0.2\n")
     data_yaml(tmp_path, {"names": {1: 7, 0: "cat"}, "nc": 2, "train": "images"})
     src = read_yolo(tmp_path)
-    assert src.class_names == ["cat", "7"]
+    assert src.root == tmp_path and src.class_names == ["cat", "7"]
     assert src.images[0].boxes == [SourceBox("7", (10.0, 5.0, 30.0, 15.0)), SourceBox("cat", (8.0, 3.0, 12.0, 7.0))]
 
 
@@ -832,9 +900,21 @@ def test_read_yolo_a_bad_line_condemns_its_image_naming_file_and_line(tmp_path: 
     assert src.problems == [Problem(f"{tmp_path / 'labels' / 'a.txt'} line 3: {message}", reason, str(image), 2, None)]
 
 
+def test_read_yolo_every_bad_line_of_a_label_file_is_named(tmp_path: Path):
+    yolo_pair(tmp_path / "images", tmp_path / "labels", "a", "0 0.5\n5 0.5 0.5 0.2 0.2\n0 1.7 0.5 0.2 0.2\nx\n7 0.5 0.5 0.2 0.2\n0 0.5 1.7 0.2 0.2\n")
+    (tmp_path / "classes.txt").write_text("cat\n")
+    src = read_yolo(tmp_path)
+    assert [(p.message.split(": ")[0].rsplit(" ", 1)[1], p.reason, p.boxes) for p in src.problems] == [
+        ("1", "malformed line", 6), ("2", "unknown class", 6), ("3", "box outside the image", 6), ("4", "malformed line", 6),
+        ("5", "unknown class", 6), ("6", "box outside the image", 6)]
+
+
 def test_read_yolo_an_undecodable_image_and_a_label_without_an_image(tmp_path: Path):
     image = yolo_pair(tmp_path / "images" / "train", tmp_path / "labels" / "train", "a", "0 0.5 0.5 0.2 0.2\n\n0 0.5 0.5 0.2 0.2\n")
     image.write_bytes(b"not an image")
+    unlabelled = yolo_pair(tmp_path / "images" / "train", tmp_path / "labels" / "train", "b0", None)
+    unlabelled.write_bytes(b"not an image either")  # no label file: no boxes lost
+    yolo_pair(tmp_path / "images" / "train", tmp_path / "labels" / "train", "c")
     yolo_pair(tmp_path / "images" / "val", tmp_path / "labels" / "val", "b", None)  # no label file: a negative
     (tmp_path / "labels" / "val").mkdir()
     (tmp_path / "labels" / "val" / "zz.txt").write_text("0 0.5 0.5 0.2 0.2\n")
@@ -843,9 +923,11 @@ def test_read_yolo_an_undecodable_image_and_a_label_without_an_image(tmp_path: P
     (tmp_path / "labels" / "elsewhere" / "x.txt").write_text("0 0.5 0.5 0.2 0.2\n")  # no image names this folder: not looked at
     data_yaml(tmp_path, {"names": ["cat"], "train": "images/train", "val": "images/val"})
     src = read_yolo(tmp_path)
-    assert [(i.path.name, i.split, i.boxes) for i in src.images] == [("b.jpg", "val", [])]
+    assert [(i.path.name, i.split, i.boxes) for i in src.images] == [("c.jpg", "train", [SourceBox("cat", (10.0, 5.0, 30.0, 15.0))]),
+                                                                     ("b.jpg", "val", [])]
     assert src.problems == [
         Problem(f"{image}: image cannot be decoded (not an image file PIL knows)", "image cannot be decoded", str(image), 2, "train"),
+        Problem(f"{unlabelled}: image cannot be decoded (not an image file PIL knows)", "image cannot be decoded", str(unlabelled), 0, "train"),
         Problem(f"{tmp_path / 'labels' / 'val' / 'zz.txt'}: a label file without an image (no zz.* among the images)",
                 "label file without an image", str(tmp_path / "labels" / "val" / "zz.txt"), 1, "val"),
     ]
