@@ -4,7 +4,8 @@ Layouts (folder names matched case-insensitively):
 
 - a VOCdevkit folder: ``Annotations/*.xml`` + ``JPEGImages/`` (or ``images/``), with optional
   ``ImageSets/Main/{train,val,trainval,test}.txt`` naming the splits (``trainval`` stands for
-  train when there is no ``train.txt``; an XML that no split file names is left out, and said so);
+  train when there is no ``train.txt``, less what ``val.txt`` or ``test.txt`` names; an XML that no
+  split file names is left out, and said so);
 - the XMLs and the images in one folder, or in two sibling folders (``annotations/`` + ``images/``);
 - one such folder per split: ``train/``, ``valid/`` or ``val/``, ``test/`` (Roboflow's export).
 
