@@ -1,3 +1,484 @@
 """The folder side of ``detector data import`` (``source``, ``splits``, ``writing``, ``config_file``,
 ``importer``), one behaviour per test: finding the images and labels, the split, the files written
 and the config. Written to kill mutmut's survivors in those modules (``make mutation``)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+from coco_files import write_jpeg
+
+from detector.data.importers.config_file import write_config
+from detector.data.importers.source import Problem, Source, SourceBox, SourceImage, clip_box, image_index, read_size, split_of_folder
+from detector.data.importers.splits import SplitPlan, plan_splits
+from detector.data.importers.writing import summary, write_jsons
+from detector.errors import ConfigError
+
+# ---------------------------------------------------------------- source: boxes, sizes, folders
+
+
+def test_clip_box_keeps_a_box_inside_the_image_as_it_is():
+    assert clip_box((1.0, 2.0, 30.0, 20.0), 40, 30) == ((1.0, 2.0, 30.0, 20.0), False, None)
+
+
+def test_clip_box_touching_every_edge_is_not_clipped():
+    assert clip_box((0.0, 0.0, 40.0, 30.0), 40, 30) == ((0.0, 0.0, 40.0, 30.0), False, None)
+
+
+def test_clip_box_clips_each_side_that_reaches_over_the_edge():
+    assert clip_box((-3.0, 2.0, 10.0, 20.0), 40, 30) == ((0.0, 2.0, 10.0, 20.0), True, None)
+    assert clip_box((1.0, -2.0, 10.0, 20.0), 40, 30) == ((1.0, 0.0, 10.0, 20.0), True, None)
+    assert clip_box((1.0, 2.0, 45.0, 20.0), 40, 30) == ((1.0, 2.0, 40.0, 20.0), True, None)
+    assert clip_box((1.0, 2.0, 10.0, 31.5), 40, 30) == ((1.0, 2.0, 10.0, 30.0), True, None)
+
+
+@pytest.mark.parametrize("xyxy", [(5.0, 2.0, 5.0, 20.0), (5.0, 2.0, 4.0, 20.0), (1.0, 7.0, 10.0, 7.0),
+                                  (1.0, 7.0, 10.0, 6.0), (math.nan, 2.0, 10.0, 20.0), (1.0, 2.0, math.inf, 20.0),
+                                  (1.0, -math.inf, 10.0, 20.0), (1.0, 2.0, 10.0, math.nan)])
+def test_clip_box_without_extent_or_finite_corners(xyxy):
+    assert clip_box(xyxy, 40, 30) == (None, False, "box without extent")
+
+
+@pytest.mark.parametrize("xyxy", [(40.0, 2.0, 45.0, 20.0), (-9.0, 2.0, 0.0, 20.0), (1.0, 30.0, 10.0, 35.0),
+                                  (1.0, -8.0, 10.0, 0.0)])
+def test_clip_box_wholly_outside_the_image_even_touching_its_edge(xyxy):
+    assert clip_box(xyxy, 40, 30) == (None, False, "box outside the image")
+
+
+def test_read_size_of_an_image_and_of_what_is_not_one(tmp_path: Path):
+    write_jpeg(tmp_path / "a.jpg", 48, 36)
+    (tmp_path / "b.jpg").write_bytes(b"not an image")
+    (tmp_path / "folder.jpg").mkdir()
+    assert read_size(tmp_path / "a.jpg") == ((48, 36), None)
+    assert read_size(tmp_path / "none.jpg") == (None, "image file not found")
+    assert read_size(tmp_path / "b.jpg") == (None, "image cannot be decoded (not an image file PIL knows)")
+    size, problem = read_size(tmp_path / "folder.jpg")
+    assert size is None and problem == f"image cannot be read ([Errno 21] Is a directory: '{tmp_path / 'folder.jpg'}')"
+
+
+def test_image_index_finds_image_files_by_lower_case_name_and_stem(tmp_path: Path):
+    for name in ("IMG_1.JPG", "img_1.png", "b.jpeg", "c.TIFF", "d.gif", "e.bmp", "f.webp", "g.tif", "notes.txt", "x.xml"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "sub.jpg").mkdir()  # a folder with an image's suffix is no image
+    by_name, by_stem = image_index(tmp_path)
+    assert by_name == {"img_1.jpg": "IMG_1.JPG", "img_1.png": "img_1.png", "b.jpeg": "b.jpeg", "c.tiff": "c.TIFF",
+                       "d.gif": "d.gif", "e.bmp": "e.bmp", "f.webp": "f.webp", "g.tif": "g.tif"}
+    assert by_stem == {"img_1": ["IMG_1.JPG", "img_1.png"], "b": ["b.jpeg"], "c": ["c.TIFF"], "d": ["d.gif"],
+                       "e": ["e.bmp"], "f": ["f.webp"], "g": ["g.tif"]}
+
+
+def test_image_index_of_a_missing_folder_or_a_file_is_empty(tmp_path: Path):
+    (tmp_path / "a.jpg").write_bytes(b"")
+    assert image_index(tmp_path / "none") == ({}, {})
+    assert image_index(tmp_path / "a.jpg") == ({}, {})
+
+
+def test_split_of_folder_reads_the_common_names_in_any_case():
+    names = {"train": "train", "Training": "train", "valid": "val", "VAL": "val", "validation": "val",
+             "test": "test", "Testing": "test", "images": None, "trainval": None}
+    assert {n: split_of_folder(n) for n in names} == names
+
+
+# ---------------------------------------------------------------- splits: the carved split
+
+
+def _names(n: int) -> list[str]:
+    return [f"img{i:03d}.jpg" for i in range(n)]
+
+
+def test_default_fractions_carve_fifteen_percent_each_from_all_images():
+    plan = plan_splits(_names(20), [["cat"]] * 20, [None] * 20, None, None, 0)
+    assert [plan.splits.count(s) for s in ("train", "val", "test")] == [14, 3, 3]
+    assert plan.fractions == {"val": 0.15, "test": 0.15} and plan.carved == {"val": 3, "test": 3}
+    assert plan.pool == "all images" and plan.notes == [] and plan.seed == 0
+
+
+@pytest.mark.parametrize("val, test, bad", [(1.0, 0.1, "--val-fraction 1.0"), (-0.1, 0.1, "--val-fraction -0.1"),
+                                            (0.1, 1.0, "--test-fraction 1.0"), (0.1, -0.5, "--test-fraction -0.5")])
+def test_a_fraction_outside_zero_to_one_is_refused(val, test, bad):
+    with pytest.raises(ConfigError) as info:
+        plan_splits(_names(10), [[]] * 10, [None] * 10, val, test, 0)
+    assert str(info.value) == f"{bad}: give a fraction of the images, at least 0 and below 1"
+
+
+def test_a_zero_fraction_carves_nothing_for_that_split():
+    plan = plan_splits(_names(10), [["cat"]] * 10, [None] * 10, 0.0, 0.3, 0)
+    assert plan.carved == {"test": 3} and plan.fractions == {"test": 0.3}
+    assert sorted(set(plan.splits)) == ["test", "train"]
+
+
+def test_fractions_that_leave_nothing_to_train_on_are_refused():
+    with pytest.raises(ConfigError) as info:
+        plan_splits(_names(10), [[]] * 10, [None] * 10, 0.5, 0.5, 0)
+    assert str(info.value) == ("--val-fraction and --test-fraction would take 10 of the 10 images they split, "
+                               "leaving none to train on: give smaller fractions")
+    with pytest.raises(ConfigError, match="would take 4 of the 4 images they split"):  # the pool is train only
+        plan_splits(_names(10), [[]] * 10, ["train"] * 4 + ["test"] * 6, 0.4, None, 0)
+
+
+def test_fractions_that_leave_one_image_to_train_on_are_accepted():
+    plan = plan_splits(_names(10), [[]] * 10, [None] * 10, 0.5, 0.4, 0)
+    assert [plan.splits.count(s) for s in ("train", "val", "test")] == [1, 5, 4]
+
+
+def test_source_splits_are_kept_and_the_missing_one_carved_out_of_train():
+    given = ["train"] * 10 + ["val"] * 4
+    plan = plan_splits(_names(14), [["cat"]] * 14, given, None, 0.2, 1)
+    assert plan.splits[10:] == ["val"] * 4
+    assert plan.splits[:10].count("test") == 3 and plan.splits[:10].count("train") == 7  # 0.2 of all 14 images
+    assert plan.carved == {"test": 3} and plan.fractions == {"test": 0.2} and plan.pool == "train"
+    assert plan.notes == []
+
+
+def test_a_fraction_given_for_a_split_the_source_has_is_ignored_with_a_note():
+    given = ["train"] * 10 + ["val"] * 4 + ["test"] * 4
+    plan = plan_splits(_names(18), [["cat"]] * 18, given, 0.3, 0.2, 0)
+    assert plan.splits == given and plan.carved == {} and plan.fractions == {}
+    assert plan.notes == ["--val-fraction ignored: the source has a val split",
+                          "--test-fraction ignored: the source has a test split"]
+
+
+def test_source_splits_without_train_are_all_re_split_with_a_note():
+    given = ["val"] * 6 + ["test"] * 14
+    plan = plan_splits(_names(20), [["cat"]] * 20, given, None, None, 0)
+    assert plan.notes == ["the source's ['test', 'val'] split(s) have no train split beside them: all images re-split"]
+    assert [plan.splits.count(s) for s in ("train", "val", "test")] == [14, 3, 3] and plan.pool == "all images"
+
+
+def test_images_without_a_split_beside_source_splits_go_to_train():
+    given = ["train"] * 8 + [None] * 2 + ["val"] * 2
+    plan = plan_splits(_names(12), [["cat"]] * 12, given, None, 0.25, 0)
+    assert plan.splits[8:] == ["train", "train", "val", "val"]
+    assert plan.splits[:8].count("test") == 3
+
+
+def test_every_stratum_is_spread_over_the_splits_by_its_rarest_class():
+    """Each image counts by its rarest class: the 'rare' images (which also hold 'common') are one
+    stratum, spread 2/1/1 like the 'common'-only ones, not left to the hash."""
+    n = 40
+    labels = [["common", "rare"] if i % 10 == 0 else ["common"] for i in range(n)]
+    labels[1] = ["rare"]
+    labels[2] = ["rare", "rare"]
+    labels[3] = ["common", "rare", "common"]
+    for seed in range(6):
+        plan = plan_splits(_names(n), labels, [None] * n, 0.25, 0.25, seed).splits
+        rare = [plan[i] for i in range(n) if "rare" in labels[i]]  # 7 images
+        assert sorted(rare.count(s) for s in ("val", "test")) == [2, 2] and rare.count("train") == 3, (seed, rare)
+
+
+def test_ties_between_classes_in_as_many_images_go_to_the_first_name():
+    """'a' and 'b' are in 4 images each: an image of both counts as 'a' (the name breaks the tie)."""
+    labels = [["a", "b"]] * 2 + [["a"]] * 2 + [["b"]] * 2 + [[]] * 2
+    names = _names(8)
+    for seed in range(8):
+        splits = plan_splits(names, labels, [None] * 8, 0.5, 0.0, seed).splits
+        assert [splits[i] for i in range(4)].count("val") == 2, (seed, splits)  # the 'a' stratum: 4 images, half
+        assert [splits[i] for i in (4, 5)].count("val") == 1 and [splits[i] for i in (6, 7)].count("val") == 1
+
+
+def test_the_split_follows_the_names_not_their_order():
+    names = _names(30)
+    labels = [["cat"] if i % 3 else [] for i in range(30)]
+    plan = plan_splits(names, labels, [None] * 30, 0.2, 0.2, 7).splits
+    back = plan_splits(names[::-1], labels[::-1], [None] * 30, 0.2, 0.2, 7).splits[::-1]
+    assert plan == back
+
+
+def test_the_split_depends_on_the_seed_and_each_name():
+    names = _names(30)
+    labels = [["cat"]] * 30
+    one = plan_splits(names, labels, [None] * 30, 0.3, 0.0, 1).splits
+    assert one != plan_splits(names, labels, [None] * 30, 0.3, 0.0, 2).splits
+    renamed = plan_splits([f"x{n}" for n in names], labels, [None] * 30, 0.3, 0.0, 1).splits
+    assert one != renamed
+
+
+# ---------------------------------------------------------------- writing: the JSONs, split.json, the summary
+
+
+def _source(root: Path, **extra) -> Source:
+    """Three images in per-split folders below ``root`` (listed out of path order): b (two boxes, one
+    difficult, corners off the pixel grid), a (none), and c in valid/."""
+    images = [
+        SourceImage(root / "train" / "b.jpg", 40, 30, [SourceBox("dog", (1.5, 2.0004, 11.1236, 12.0)),
+                                                       SourceBox("cat", (0.0, 0.0, 5.0, 5.0), True)], "train", "b.xml"),
+        SourceImage(root / "train" / "a.jpg", 48, 36, [], "train", "a.xml"),
+        SourceImage(root / "valid" / "c.jpg", 44, 32, [SourceBox("cat", (3.0, 4.0, 10.0, 20.0))], "val", "c.xml"),
+    ]
+    return Source("voc", root, "per-split folders", images, ["cat", "dog"], **extra)
+
+
+def _plan(splits: list[str], fractions: dict | None = None, **extra) -> SplitPlan:
+    return SplitPlan(splits, 3, fractions or {}, **extra)
+
+
+def test_write_jsons_one_coco_json_per_split_ids_in_path_order(tmp_path: Path):
+    source = _source(tmp_path / "src")
+    written, image_dir = write_jsons(source, _plan(["train", "train", "val"]), tmp_path / "out" / "new", "pets")
+    assert image_dir == tmp_path / "src"
+    assert written == {"train": tmp_path / "out" / "new" / "pets_train.json", "val": tmp_path / "out" / "new" / "pets_val.json"}
+    categories = [{"id": 1, "name": "cat", "supercategory": "none"}, {"id": 2, "name": "dog", "supercategory": "none"}]
+    assert json.loads(written["train"].read_text()) == {
+        "images": [{"id": 1, "file_name": "train/a.jpg", "width": 48, "height": 36},
+                   {"id": 2, "file_name": "train/b.jpg", "width": 40, "height": 30}],
+        "annotations": [
+            {"id": 1, "image_id": 2, "bbox": [1.5, 2, 9.624, 10], "area": 96.232, "category_id": 2, "ignore": 0, "iscrowd": 0},
+            {"id": 2, "image_id": 2, "bbox": [0, 0, 5, 5], "area": 25, "category_id": 1, "ignore": 1, "iscrowd": 0},
+        ],
+        "categories": categories, "type": "instances",
+    }
+    assert json.loads(written["val"].read_text()) == {
+        "images": [{"id": 3, "file_name": "valid/c.jpg", "width": 44, "height": 32}],
+        "annotations": [{"id": 3, "image_id": 3, "bbox": [3, 4, 7, 16], "area": 112, "category_id": 1, "ignore": 0, "iscrowd": 0}],
+        "categories": categories, "type": "instances",
+    }
+    integral = json.loads(written["val"].read_text())["annotations"][0]
+    assert all(type(v) is int for v in [*integral["bbox"], integral["area"]])  # 3, not 3.0
+
+
+def test_write_jsons_writes_the_splits_in_train_val_test_order_and_only_those_with_images(tmp_path: Path):
+    written, _ = write_jsons(_source(tmp_path / "src"), _plan(["test", "train", "test"]), tmp_path / "out", "x")
+    assert list(written) == ["train", "test"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["split.json", "x_test.json", "x_train.json"]
+
+
+def test_split_json_records_the_source_the_seed_and_each_splits_images(tmp_path: Path):
+    plan = _plan(["train", "train", "val"], fractions={"test": 0.2}, carved={"test": 1}, pool="train")
+    write_jsons(_source(tmp_path / "src"), plan, tmp_path / "out", "pets")
+    text = (tmp_path / "out" / "split.json").read_text()
+    assert json.loads(text) == {
+        "source": str(tmp_path / "src"), "format": "voc", "image_dir": str(tmp_path / "src"), "seed": 3,
+        "fractions": {"test": 0.2}, "carved": {"test": 1}, "carved_from": "train",
+        "splits": {"train": ["train/a.jpg", "train/b.jpg"], "val": ["valid/c.jpg"]},
+    }
+    assert text.startswith('{\n "source": ') and text.endswith("\n}\n")  # indented one space, one line per value
+
+
+def test_image_dir_is_the_deepest_folder_holding_every_image(tmp_path: Path):
+    source = _source(tmp_path / "src")
+    for image in source.images:
+        image.path = tmp_path / "src" / "images" / image.path.name
+    _, image_dir = write_jsons(source, _plan(["train"] * 3), tmp_path / "out", "pets")
+    assert image_dir == tmp_path / "src" / "images"
+    assert [i["file_name"] for i in json.loads((tmp_path / "out" / "pets_train.json").read_text())["images"]] == ["a.jpg", "b.jpg", "c.jpg"]
+
+
+def test_summary_counts_every_split_and_class_and_names_what_was_changed(tmp_path: Path):
+    root = tmp_path / "src"
+    problems = [Problem("x.xml: object 0 (bird): unknown", "unknown class", "x.jpg", 2, "train"),
+                Problem("x.xml: object 1 (bird): unknown", "unknown class", "x.jpg", 2, "train"),
+                Problem("y.txt: a label file without an image", "label without image", "", 1, "train"),
+                Problem("z.jpg: cannot be decoded", "undecodable", "z.jpg", 3, "val")]
+    source = _source(root, problems=problems, clipped=["c1", "c2", "c3", "c4"], dropped=["d1"], notes=["n1"])
+    plan = _plan(["train", "train", "val"], fractions={"test": 0.2, "val": 0.15}, carved={"test": 0, "val": 2}, pool="train",
+                 notes=["pn"])
+    written, image_dir = write_jsons(source, plan, tmp_path / "out", "pets")
+    assert summary(source, plan, written, image_dir).split("\n") == [
+        f"VOC from {root} (per-split folders); 2 classes; images in {root}",
+        "  split  images  no boxes  boxes  cat  dog",
+        "  train       2         1      2    1    1",
+        "  val         1         0      1    1    0",
+        "  all         3         1      3    2    1",
+        "  difficult (ignored in evaluation): 1 boxes",
+        "  boxes clipped to their image: 4 (c1; c2; c3; ... and 1 more)",
+        "  boxes dropped, without extent (x1 <= x0 or y1 <= y0): 1 (d1)",
+        "  left out (--on-bad-record skip): 2 images with 5 boxes; problems: 2 unknown class, 1 label without image, 1 undecodable",
+        "    first: x.xml: object 0 (bird): unknown; x.xml: object 1 (bird): unknown; y.txt: a label file without an image; ... and 1 more",
+        "  note: n1",
+        "  note: pn",
+        "  split: test 0 images (0.2), val 2 images (0.15) carved from train, stratified by rarest class, seed 3",
+    ]
+
+
+def test_summary_of_a_clean_source_one_class_wide_columns(tmp_path: Path):
+    root = tmp_path / "src"
+    images = [SourceImage(root / f"{k:02d}.jpg", 40, 30, [SourceBox("long class name", (1.0, 1.0, 9.0, 9.0))] * 12, None, "")
+              for k in range(11)]
+    source = Source("yolo", root, "one folder", images, ["long class name"])
+    plan = _plan(["train"] * 11)
+    written, image_dir = write_jsons(source, plan, tmp_path / "out", "x")
+    assert summary(source, plan, written, image_dir).split("\n") == [
+        f"YOLO from {root} (one folder); 1 class; images in {root}",
+        "  split  images  no boxes  boxes  long class name",
+        "  train      11         0    132              132",
+        "  all        11         0    132              132",
+        "  boxes clipped to their image: 0",
+    ]
+
+
+# ---------------------------------------------------------------- config_file: the written config.yaml
+
+
+def _train(n: int, side: float = 25.0, per_image: int = 1) -> list[SourceImage]:
+    """``n`` 50 x 50 train images, each with ``per_image`` square boxes of ``side`` pixels."""
+    box = SourceBox("cat", (0.0, 0.0, side, side))
+    return [SourceImage(Path(f"/d/{k}.jpg"), 50, 50, [box] * per_image, "train", "") for k in range(n)]
+
+
+def _config(tmp_path: Path, train: list[SourceImage], splits=("train", "val", "test"), name: str = "pets",
+            flip: bool = True) -> tuple[dict, list[str]]:
+    """write_config's file, parsed, and its lines."""
+    jsons = {s: tmp_path / f"{name}_{s}.json" for s in splits}
+    path = write_config(tmp_path / "config.yaml", name, jsons, tmp_path / "images", train, "/the/source", flip)
+    assert path == tmp_path / "config.yaml"
+    text = path.read_text()
+    assert text.endswith("\n") and not text.endswith("\n\n")
+    return yaml.safe_load(text), text.split("\n")
+
+
+def _schedule(config: dict) -> tuple:
+    """(stages, check_val_every_n_epoch, log_every_n_steps, EMA decay, batch_size, train_augment)."""
+    trainer, model = config["trainer"], config["model"]["init_args"]
+    ema = next(c for c in trainer["callbacks"] if c["class_path"].endswith("EMAWeightAveraging"))
+    return (model["stages"], trainer["check_val_every_n_epoch"], trainer["log_every_n_steps"], ema["init_args"]["decay"],
+            config["data"]["batch_size"], config["data"]["train_augment"])
+
+
+def _stages(head: int, body: int) -> list[dict]:
+    return [{"epochs": head, "freeze": "body", "lr_mult": 1.0}, {"epochs": body, "freeze": "groups_0", "lr_mult": 1.0}]
+
+
+def test_config_of_a_few_images_one_step_an_epoch_at_most_300_epochs(tmp_path: Path):
+    """5 images: a batch of 5, 1 step an epoch, 360 epochs capped at 300: the head alone for 300/15,
+    validation every 30, an EMA time constant of 30 steps (decay 1 - 1/30)."""
+    config, lines = _config(tmp_path, _train(5))
+    assert _schedule(config) == (_stages(20, 280), 30, 1, 0.9667, 5, "lesson")
+    assert lines[:4] == [
+        "# pets: imported by detector data import from /the/source",
+        "# (5 train images; median box side 0.50 of the image's, 1.0 boxes per image: large-object settings).",
+        f"#   detector train fit --config {tmp_path / 'config.yaml'}",
+        "#   detector eval --run pets --split test",
+    ]
+    assert "    stages:                      # 300 epochs of 1 steps: ~360 steps, as raccoon.yaml and bccd.yaml" in lines
+    assert "      init_args: {decay: 0.9667, update_every_n_steps: 1}   # time constant a tenth of the ~300 steps" in lines
+
+
+def test_config_of_two_hundred_images_runs_about_360_steps(tmp_path: Path):
+    """200 images: batches of 16, 12 steps an epoch, 30 epochs (2 of them the head alone), validation
+    every 3, log every 12 steps, EMA decay 1 - 1/36."""
+    config, lines = _config(tmp_path, _train(200))
+    assert _schedule(config) == (_stages(2, 28), 3, 12, 0.9722, 16, "lesson")
+    assert "    stages:                      # 30 epochs of 12 steps: ~360 steps, as raccoon.yaml and bccd.yaml" in lines
+
+
+def test_config_of_eighty_images_rounds_epochs_and_head(tmp_path: Path):
+    """80 images: 5 steps an epoch, 360 / 5 = 72 epochs, head round(72 / 15) = 5, validation every 7."""
+    config, _ = _config(tmp_path, _train(80))
+    assert _schedule(config) == (_stages(5, 67), 7, 5, 0.9722, 16, "lesson")
+
+
+def test_config_rounds_epochs_to_the_nearest(tmp_path: Path):
+    """47 images: 2 steps an epoch (47 // 16), 180 epochs; 112 images: 7 steps, 360 / 7 = 51.4 -> 51."""
+    assert _schedule(_config(tmp_path, _train(47))[0])[:3] == (_stages(12, 168), 18, 2)
+    assert _schedule(_config(tmp_path, _train(112))[0])[:3] == (_stages(3, 48), 5, 7)
+    assert _schedule(_config(tmp_path, _train(176))[0])[:3] == (_stages(2, 31), 3, 11)  # 360 / 11 = 32.7 -> 33
+
+
+def test_config_of_many_images_at_least_ten_epochs_and_the_strong_augmentation(tmp_path: Path):
+    """1,000 images of large objects: 62 steps an epoch, 360 / 62 -> 6 epochs raised to 10, one of
+    them the head alone; log every 20 steps; the strong augmentation."""
+    config, lines = _config(tmp_path, _train(1000))
+    assert _schedule(config) == (_stages(1, 9), 1, 20, 0.9839, 16, "strong")
+    assert "    stages:                      # 10 epochs of 62 steps: ~360 steps, as raccoon.yaml and bccd.yaml" in lines
+    assert _schedule(_config(tmp_path, _train(999))[0])[5] == "lesson"
+    assert _schedule(_config(tmp_path, _train(1000, side=5.0))[0])[5] == "lesson"  # small objects: lesson's set
+
+
+def test_config_of_one_image(tmp_path: Path):
+    config, _ = _config(tmp_path, _train(1))
+    assert _schedule(config) == (_stages(20, 280), 30, 1, 0.9667, 1, "lesson")
+
+
+def test_config_small_objects_take_bccds_dropout(tmp_path: Path):
+    """Median side under 0.2 of the image's (or more than 5 boxes an image): dropout 0.1, else 0.2."""
+    head = lambda c: c["model"]["init_args"]["head"]
+    large = {"dropout": 0.2, "head_dropout": 0.2, "bias": -4.0, "channels": 128}
+    small = {"dropout": 0.1, "head_dropout": 0.1, "bias": -4.0, "channels": 128}
+    config, lines = _config(tmp_path, _train(4, side=10.0))  # side 10 of 50: exactly 0.2, not under
+    assert head(config) == large
+    assert lines[1] == "# (4 train images; median box side 0.20 of the image's, 1.0 boxes per image: large-object settings)."
+    config, lines = _config(tmp_path, _train(4, side=9.5))
+    assert head(config) == small
+    assert lines[1] == "# (4 train images; median box side 0.19 of the image's, 1.0 boxes per image: small-object settings)."
+    config, lines = _config(tmp_path, _train(4, per_image=5))
+    assert head(config) == large
+    config, lines = _config(tmp_path, _train(4, per_image=6))
+    assert head(config) == small
+    assert lines[1] == "# (4 train images; median box side 0.50 of the image's, 6.0 boxes per image: small-object settings)."
+
+
+def test_config_median_side_is_the_median_of_every_box_side_relative_to_its_image(tmp_path: Path):
+    """Sides 0.1, 0.3 (of a 100 x 25 image: sqrt(20 * 20 / 2500) = 0.4) and 0.5: median 0.4; 1.5 boxes an image."""
+    images = [SourceImage(Path("/d/a.jpg"), 50, 50, [SourceBox("cat", (0.0, 0.0, 5.0, 5.0)), SourceBox("cat", (10.0, 10.0, 35.0, 35.0))], "train", ""),
+              SourceImage(Path("/d/b.jpg"), 100, 25, [SourceBox("cat", (40.0, 0.0, 60.0, 20.0))], "train", "")]
+    _, lines = _config(tmp_path, images)
+    assert lines[1] == "# (2 train images; median box side 0.40 of the image's, 1.5 boxes per image: large-object settings)."
+
+
+def test_config_of_images_without_boxes(tmp_path: Path):
+    train = [SourceImage(Path(f"/d/{k}.jpg"), 50, 50, [], "train", "") for k in range(3)]
+    config, lines = _config(tmp_path, train)
+    assert lines[1] == "# (3 train images; no boxes: large-object settings)."
+    assert config["model"]["init_args"]["head"]["dropout"] == 0.2
+
+
+def test_config_names_the_jsons_image_dir_and_run(tmp_path: Path):
+    config, lines = _config(tmp_path, _train(5))
+    assert config["run"] == {"name": "pets"} and "run: {name: pets}" in lines
+    assert config["data"] == {
+        "train_json": str(tmp_path / "pets_train.json"), "val_json": str(tmp_path / "pets_val.json"),
+        "test_json": str(tmp_path / "pets_test.json"), "image_dir": str(tmp_path / "images"),
+        "train_augment": "lesson", "batch_size": 5, "num_workers": 2,
+    }
+    assert f"  test_json: {tmp_path / 'pets_test.json'}" in lines
+    assert config["seed_everything"] == 0 and config["trainer"]["accelerator"] == "auto" and config["trainer"]["devices"] == 1
+    assert config["model"]["init_args"]["anchors"] == "auto" and config["model"]["init_args"]["backbone"] == "efficientnet_lite0"
+
+
+def test_config_without_a_test_split_tests_on_val_and_says_so(tmp_path: Path):
+    config, lines = _config(tmp_path, _train(5), splits=("train", "val"))
+    assert config["data"]["test_json"] == config["data"]["val_json"] == str(tmp_path / "pets_val.json")
+    assert f"  test_json: {tmp_path / 'pets_val.json'}   # no test split: the val split stands in" in lines
+
+
+def test_config_without_val_keeps_no_best_checkpoint_and_tests_on_test(tmp_path: Path):
+    config, lines = _config(tmp_path, _train(5), splits=("train", "test"))
+    assert "val_json" not in config["data"] and config["data"]["test_json"] == str(tmp_path / "pets_test.json")
+    assert f"  test_json: {tmp_path / 'pets_test.json'}" in lines
+    checkpoints = [c["init_args"]["filename"] for c in config["trainer"]["callbacks"] if c["class_path"].endswith("ModelCheckpoint")]
+    assert checkpoints == ["last"]
+    config, _ = _config(tmp_path, _train(5), splits=("train", "val", "test"))
+    checkpoints = [c["init_args"] for c in config["trainer"]["callbacks"] if c["class_path"].endswith("ModelCheckpoint")]
+    assert checkpoints[0] == {"filename": "best", "monitor": "val/fitness", "mode": "max", "enable_version_counter": False}
+
+
+def test_config_of_train_alone_has_no_val_or_test_json(tmp_path: Path):
+    config, _ = _config(tmp_path, _train(5), splits=("train",))
+    assert "val_json" not in config["data"] and "test_json" not in config["data"]
+
+
+def test_config_flip_is_written_only_when_turned_off(tmp_path: Path):
+    config, _ = _config(tmp_path, _train(5))
+    assert "flip" not in config["data"]
+    config, lines = _config(tmp_path, _train(5), flip=False)
+    assert config["data"]["flip"] is False
+    assert "  flip: false                  # --no-flip: classes that are not mirror-symmetric" in lines
+
+
+@pytest.mark.parametrize("name", ["007", "yes", "a: b", "null", "#x"])
+def test_config_quotes_a_run_name_yaml_would_misread(tmp_path: Path, name: str):
+    config, lines = _config(tmp_path, _train(5), name=name)
+    assert config["run"] == {"name": name}
+    assert f"run: {{name: '{name}'}}" in lines
+
+
+def test_config_keeps_a_long_path_with_spaces_on_one_line(tmp_path: Path):
+    folder = tmp_path / ("a long folder " * 10).strip()
+    folder.mkdir()
+    config, lines = _config(folder, _train(5))
+    assert config["data"]["train_json"] == str(folder / "pets_train.json")
+    assert f"  train_json: {folder / 'pets_train.json'}" in lines
