@@ -288,7 +288,7 @@ def test_summary_counts_every_split_and_class_and_names_what_was_changed(tmp_pat
         "  difficult (ignored in evaluation): 1 boxes",
         "  boxes clipped to their image: 4 (c1; c2; c3; ... and 1 more)",
         "  boxes dropped, without extent (x1 <= x0 or y1 <= y0): 1 (d1)",
-        "  left out (--on-bad-record skip): 2 images with 5 boxes; problems: 2 unknown class, 1 label without image, 1 undecodable",
+        "  left out (--on-bad-record skip): 2 images with 6 boxes; problems: 2 unknown class, 1 label without image, 1 undecodable",
         "    first: x.xml: object 0 (bird): unknown; x.xml: object 1 (bird): unknown; y.txt: a label file without an image; ... and 1 more",
         "  note: n1",
         "  note: pn",
@@ -785,3 +785,16 @@ data:
   batch_size: 5
   num_workers: 2
 """
+
+
+def test_summary_counts_the_annotations_of_no_image_among_the_boxes_left_out(tmp_path: Path):
+    """A COCO annotation whose image id no image has is left out with --on-bad-record skip: one box,
+    no image (as settle counts it against the split)."""
+    root = import_files.coco(tmp_path / "src")
+    path = root / "train" / "_annotations.coco.json"
+    data = json.loads(path.read_text())
+    data["annotations"].append({"id": 99, "image_id": 77, "bbox": [1, 1, 5, 5], "category_id": 1, "area": 25, "iscrowd": 0})
+    path.write_text(json.dumps(data))
+    done = import_dataset(root, tmp_path / "pets", on_bad_record="skip", max_skipped_fraction=0.5)
+    assert "  left out (--on-bad-record skip): 0 images with 1 boxes; problems: 1 unknown image id" in done.summary.split("\n")
+    assert f"    first: {path}: annotation id 99 (image id 77, annotations[5]): unknown image id" in done.summary.split("\n")
