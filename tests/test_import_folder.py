@@ -12,6 +12,7 @@ import import_files
 import pytest
 import yaml
 from coco_files import write_jpeg
+from test_import import _yolo_bad
 
 from detector.data.importers.config_file import write_config
 from detector.data.importers.importer import detect_format, import_dataset, read_source, settle
@@ -798,3 +799,67 @@ def test_summary_counts_the_annotations_of_no_image_among_the_boxes_left_out(tmp
     done = import_dataset(root, tmp_path / "pets", on_bad_record="skip", max_skipped_fraction=0.5)
     assert "  left out (--on-bad-record skip): 0 images with 1 boxes; problems: 1 unknown image id" in done.summary.split("\n")
     assert f"    first: {path}: annotation id 99 (image id 77, annotations[5]): unknown image id" in done.summary.split("\n")
+
+
+def test_config_median_side_uses_each_box_height_not_its_bottom(tmp_path: Path):
+    """A 10 x 10 box 10 pixels down a 50 x 50 image: side 0.2 of the image's (not small)."""
+    images = [SourceImage(Path("/d/a.jpg"), 50, 50, [SourceBox("cat", (0.0, 10.0, 10.0, 20.0))], "train", "")]
+    _, lines = _config(tmp_path, images)
+    assert lines[1] == "# (1 train images; median box side 0.20 of the image's, 1.0 boxes per image: large-object settings)."
+
+
+def test_negatives_are_dealt_first(tmp_path: Path):
+    """The pool is dealt stratum by stratum, the images without boxes (stratum "") first: with 2
+    negatives, 2 images of class "A" and one val image in four, smooth round-robin (val 1, train 3)
+    gives the second image dealt to val, so a negative, whatever the seed."""
+    labels = [[], ["A"], [], ["A"]]
+    for seed in range(10):
+        splits = plan_splits(_names(4), labels, [None] * 4, 0.25, 0.0, seed).splits
+        assert [labels[i] for i, s in enumerate(splits) if s == "val"] == [[]], (seed, splits)
+
+
+def test_summary_quotes_three_clipped_boxes_without_a_more(tmp_path: Path):
+    source = _source(tmp_path / "src", clipped=["c1", "c2", "c3"], dropped=["d1", "d2", "d3"])
+    plan = _plan(["train", "train", "val"])
+    written, image_dir = write_jsons(source, plan, tmp_path / "out", "pets")
+    lines = summary(source, plan, written, image_dir).split("\n")
+    assert "  boxes clipped to their image: 3 (c1; c2; c3)" in lines
+    assert "  boxes dropped, without extent (x1 <= x0 or y1 <= y0): 3 (d1; d2; d3)" in lines
+
+
+def test_write_jsons_into_a_folder_that_exists_replaces_its_files(tmp_path: Path):
+    """Importing again into the same --out folder (e.g. after fixing a record) writes over the old files."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "pets_train.json").write_text("old")
+    written, _ = write_jsons(_source(tmp_path / "src"), _plan(["train", "train", "val"]), out, "pets")
+    assert len(json.loads(written["train"].read_text())["images"]) == 2
+    again, _ = write_jsons(_source(tmp_path / "src"), _plan(["train", "val", "val"]), out, "pets")
+    assert len(json.loads(again["train"].read_text())["images"]) == 1
+
+
+def test_import_defaults_seed_zero_and_flip_on(tmp_path: Path):
+    root = import_files.voc(tmp_path / "src", "one_folder")
+    done = import_dataset(root, tmp_path / "pets")
+    assert done.plan.seed == 0 and json.loads((tmp_path / "pets" / "split.json").read_text())["seed"] == 0
+    assert done.plan.splits == import_dataset(root, tmp_path / "zero", seed=0).plan.splits
+    config = yaml.safe_load(done.config.read_text())
+    assert "flip" not in config["data"] and "flip: false" not in done.config.read_text()
+
+
+def test_import_refuses_bad_records_by_default_however_large_the_fraction_allowed(tmp_path: Path):
+    """--max-skipped-fraction is for --on-bad-record skip: the default (error) refuses one bad record."""
+    named, what = _yolo_bad(tmp_path / "src", "unknown_class")
+    with pytest.raises(BadRecordError) as info:
+        import_dataset(tmp_path / "src", tmp_path / "pets", max_skipped_fraction=1.0)
+    assert str(info.value) == (f"1 bad record(s) in {tmp_path / 'src'}: {named} {what} "
+                               "(fix them, or --on-bad-record skip leaves their images out)")
+
+
+def test_read_source_in_the_format_given_not_the_one_detected(tmp_path: Path):
+    """A COCO folder that also holds an XML file is detected as VOC; --format coco reads it as COCO."""
+    root = import_files.coco(tmp_path / "src")
+    import_files.voc_xml(root / "extra" / "x.xml", "x.jpg", (4, 4), [])
+    assert detect_format(root) == "voc"
+    source = read_source(root, "coco")
+    assert source.format == "coco" and len(source.images) == 8
