@@ -415,8 +415,10 @@ def test_config_small_objects_take_bccds_dropout(tmp_path: Path):
 
 
 def test_config_median_side_is_the_median_of_every_box_side_relative_to_its_image(tmp_path: Path):
-    """Sides 0.1, 0.3 (of a 100 x 25 image: sqrt(20 * 20 / 2500) = 0.4) and 0.5: median 0.4; 1.5 boxes an image."""
-    images = [SourceImage(Path("/d/a.jpg"), 50, 50, [SourceBox("cat", (0.0, 0.0, 5.0, 5.0)), SourceBox("cat", (10.0, 10.0, 35.0, 35.0))], "train", ""),
+    """Sides 0.1 and 0.5 of a 50 x 50 image, and 0.4 of a 100 x 25 one (a 20 x 20 box: sqrt(400 / 2500)):
+    median 0.4, not the 0.3 of the mean; 1.5 boxes an image."""
+    boxes = [SourceBox("cat", (0.0, 0.0, 5.0, 5.0)), SourceBox("cat", (10.0, 10.0, 35.0, 35.0))]
+    images = [SourceImage(Path("/d/a.jpg"), 50, 50, boxes, "train", ""),
               SourceImage(Path("/d/b.jpg"), 100, 25, [SourceBox("cat", (40.0, 0.0, 60.0, 20.0))], "train", "")]
     _, lines = _config(tmp_path, images)
     assert lines[1] == "# (2 train images; median box side 0.40 of the image's, 1.5 boxes per image: large-object settings)."
