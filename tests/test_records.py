@@ -375,3 +375,202 @@ def test_every_bad_annotation_is_listed_with_its_id_place_and_reason(tmp_path: P
         "box without extent", "box without extent", "box outside the image", "box outside the image",
     )
     assert [r.image_id for r in split.records] == [11]  # 10: its annotation id reused; 12: bad annotations
+
+
+def test_annotation_image_id_that_is_not_an_integer_is_reported_not_a_crash(tmp_path: Path, coco: dict):
+    coco["images"].append({"id": 20, "file_name": "x.jpg", "width": 0, "height": 48})  # a bad image entry
+    box = {"bbox": [1, 1, 5, 5], "category_id": 7}
+    coco["annotations"] += [
+        {**box, "id": 40, "image_id": [10]},  # unhashable: was a bare TypeError
+        {**box, "id": 41, "image_id": {"id": 10}},
+        {**box, "id": 42, "image_id": 20.0},  # not the bad image 20: a float is no image id
+        {**box, "id": 43, "image_id": 20},  # goes with its bad image, reported once already
+    ]
+    expect_error(tmp_path, coco, "4 bad record(s)", "annotation id 40 (image id [10], annotations[3]): unknown image id")
+    split = load(tmp_path, coco, on_bad_record="skip", verify_images=False)
+    json_path = tmp_path / "split.json"
+    assert split.report.problems == (
+        f"{json_path}: image id 20 (x.jpg): width and height must be positive integers, got 0 x 48",
+        f"{json_path}: annotation id 40 (image id [10], annotations[3]): unknown image id",
+        f"{json_path}: annotation id 41 (image id {{'id': 10}}, annotations[4]): unknown image id",
+        f"{json_path}: annotation id 42 (image id 20.0, annotations[5]): unknown image id",
+    )
+    assert split.report.reasons == ("malformed image entry",) + ("unknown image id",) * 3
+    assert [r.image_id for r in split.records] == [10, 11, 12]
+    assert (split.report.skipped_images, split.report.skipped_annotations) == (1, 4)
+
+
+def test_record_arrays_sizes_and_summary(tmp_path: Path, coco: dict):
+    split = load(tmp_path, coco)
+    json_path = tmp_path / "split.json"
+    for r in split.records:  # c.jpg is a negative: its arrays are empty, and keep their dtypes
+        assert (r.boxes.dtype, r.labels.dtype, r.difficult.dtype, r.ann_ids.dtype) == (np.float32, np.int64, bool, np.int64)
+        assert r.boxes.shape == (len(r.labels), 4) and r.labels.shape == r.difficult.shape == r.ann_ids.shape
+        assert (r.width, r.height) == (64, 48)
+    assert [r.ann_ids.tolist() for r in split.records] == [[1, 2], [3], []]
+    assert split.category_ids == [7, 3]  # the JSON id of label i
+    assert split.json_path == json_path
+    assert split.summary() == (
+        f"{json_path}: 3 images (1 without objects), 3 boxes in 2 classes, 1 difficult, 1 clipped to their image; "
+        "skipped 0 images and 0 annotations."
+    )
+
+
+def test_boxes_and_images_of_one_pixel_are_valid(tmp_path: Path, coco: dict):
+    coco["images"] += [
+        {"id": 25, "file_name": "one.jpg", "width": 1, "height": 1},
+        {"id": 26, "file_name": "flat.jpg", "width": 64, "height": 0},  # bad: nothing to check its box against
+    ]
+    coco["annotations"] += [
+        {"id": 50, "image_id": 12, "bbox": [4, 6, 1, 1], "category_id": 7},
+        {"id": 51, "image_id": 12, "bbox": [4, 6, 0.5, 0.25], "category_id": 7},
+        {"id": 52, "image_id": 25, "bbox": [0, 0, 2, 3], "category_id": 3},  # overflows the 1 x 1 image
+        {"id": 53, "image_id": 25, "bbox": [0, 0, 1, 1], "category_id": 3},  # fits: the clipped count stays
+        {"id": 54, "image_id": 26, "bbox": [1, 1, 5, 5], "category_id": 3},
+    ]
+    split = load(tmp_path, coco, on_bad_record="skip", verify_images=False)
+    assert split.report.problems == (
+        f"{tmp_path / 'split.json'}: image id 26 (flat.jpg): width and height must be positive integers, got 64 x 0",
+    )
+    assert [r.image_id for r in split.records] == [10, 11, 12, 25]
+    np.testing.assert_array_equal(split.records[2].boxes, [[4, 6, 5, 7], [4, 6, 4.5, 6.25]])
+    np.testing.assert_array_equal(split.records[3].boxes, [[0, 0, 1, 1], [0, 0, 1, 1]])
+    r = split.report
+    assert (r.images, r.boxes, r.negatives, r.clipped, r.skipped_images, r.skipped_annotations) == (4, 7, 0, 2, 1, 1)
+
+
+@pytest.mark.parametrize("bbox", [["4", 6, 20, 10], [4, 6, True, 10], [4, None, 20, 10], "4 6 20 10", {"x": 4}])
+def test_bbox_not_four_numbers(tmp_path: Path, coco: dict, bbox):
+    coco["annotations"][0]["bbox"] = bbox
+    expect_error(tmp_path, coco, f"annotation id 1 (image id 10, a.jpg): bbox must be 4 numbers [x, y, w, h], got {bbox!r}")
+
+
+def test_annotations_without_ids_and_orphans_are_each_reported(tmp_path: Path, coco: dict):
+    coco["images"].append({"id": 20, "file_name": "x.jpg", "width": 64})  # malformed: never an image
+    box = {"bbox": [1, 1, 5, 5], "category_id": 7}
+    coco["annotations"] += [
+        {"image_id": 11, **box},  # annotations[3]: no id
+        {"id": 60, **box},  # no image_id
+        {"id": 61, "image_id": 20, **box},  # on the malformed image 20: goes with it, not reported again
+        {"id": 62, "image_id": 99, "category_id": 7},  # no bbox, on an unknown image
+        {"id": 63, "image_id": 99, **box},  # image 99 is still unknown, not a bad image: reported
+        {"id": 64, "image_id": 98, **box},
+        {"id": 65, "image_id": 98, **box},
+        {"id": 66, "image_id": 12, **box},  # the checks go on to the last annotation
+    ]
+    split = load(tmp_path, coco, on_bad_record="skip", verify_images=False)
+    json_path = tmp_path / "split.json"
+    assert split.report.problems == (
+        f"{json_path}: image id 20 (images[3]): missing key(s) ['height']",
+        f"{json_path}: annotation id ? (image id 11, b.jpg): missing key(s) ['id']",
+        f"{json_path}: annotation id 60 (image id ?, annotations[4]): missing key(s) ['image_id']",
+        f"{json_path}: annotation id 62 (image id 99, annotations[6]): missing key(s) ['bbox']",
+        f"{json_path}: annotation id 63 (image id 99, annotations[7]): unknown image id",
+        f"{json_path}: annotation id 64 (image id 98, annotations[8]): unknown image id",
+        f"{json_path}: annotation id 65 (image id 98, annotations[9]): unknown image id",
+    )
+    assert split.report.reasons == ("malformed image entry",) + ("malformed annotation",) * 3 + ("unknown image id",) * 3
+    assert [r.image_id for r in split.records] == [10, 12]  # 11 has an annotation without id
+    assert split.records[1].ann_ids.tolist() == [66]
+
+
+def test_image_without_id(tmp_path: Path, coco: dict):
+    coco["images"].append({"file_name": "x.jpg", "width": 64, "height": 48})
+    split = load(tmp_path, coco, on_bad_record="skip", verify_images=False)
+    assert split.report.problems == (f"{tmp_path / 'split.json'}: image id ? (images[3]): missing key(s) ['id']",)
+
+
+def test_every_bad_image_file_is_listed_with_its_id_file_and_reason(tmp_path: Path, coco: dict):
+    coco["images"].append({"id": 13, "file_name": "d.jpg", "width": 64, "height": 48})
+    images = tmp_path / "images"
+    (images / "a.jpg").unlink()
+    (images / "b.jpg").unlink()
+    (images / "b.jpg").mkdir()  # a folder where the file should be: open() fails
+    (images / "c.jpg").write_bytes(b"not an image")
+    write_jpeg(images / "d.jpg", 60, 48)
+    split = load(tmp_path, coco, on_bad_record="skip")
+    json_path = tmp_path / "split.json"
+    first, unreadable, corrupt, size = split.report.problems
+    assert first == f"{json_path}: image id 10 (a.jpg): image file not found: {images / 'a.jpg'}"
+    # the rest of this line is the operating system's own words, which differ between systems
+    assert unreadable.startswith(f"{json_path}: image id 11 (b.jpg): unreadable image file: ")
+    assert str(images / "b.jpg") in unreadable
+    assert corrupt == (
+        f"{json_path}: image id 12 (c.jpg): corrupt or unsupported image: "
+        f"{images / 'c.jpg'}: the header is not that of any known image format"
+    )
+    assert size == (
+        f"{json_path}: image id 13 (d.jpg): image is 60 x 48 (width x height, EXIF orientation applied) "
+        "but the JSON says 64 x 48"
+    )
+    assert split.report.reasons == (
+        "image file not found", "image cannot be read", "image cannot be decoded", "image size differs from the JSON",
+    )
+    assert split.records == [] and split.report.skipped_images == 4
+
+
+@pytest.mark.parametrize("categories, message", [
+    ([{"id": "7", "name": "dog"}], "category id '7' (categories[0]) is not an integer"),
+    ([{"id": 7, "name": "dog"}, {"name": "cat"}], "categories[1] must be an object with 'id' and 'name', got {'name': 'cat'}"),
+    ([5], "categories[0] must be an object with 'id' and 'name', got 5"),
+    ([], "'categories' is empty"),
+])
+def test_bad_categories_message(tmp_path: Path, coco: dict, categories: list, message: str):
+    coco["categories"] = categories
+    json_path = write_json(tmp_path / "split.json", coco)
+    with pytest.raises(BadRecordError) as info:
+        load_records(json_path, tmp_path / "images")
+    assert str(info.value) == f"{json_path}: {message}"
+    with pytest.raises(BadRecordError) as info:
+        read_class_names(json_path)
+    assert str(info.value) == f"{json_path}: {message}"
+
+
+@pytest.mark.parametrize("data, message", [
+    ([], "top level is a list, expected an object"),
+    ({"images": {}, "annotations": [], "categories": []}, "'images' is a dict, expected a list"),
+    ({"images": [], "annotations": [], "categories": "dog"}, "'categories' is a str, expected a list"),
+])
+def test_bad_top_level_message(tmp_path: Path, data, message: str):
+    json_path = write_json(tmp_path / "split.json", data)
+    with pytest.raises(BadRecordError) as info:
+        load_records(json_path, tmp_path)
+    assert str(info.value) == f"{json_path}: {message}"
+
+
+def test_not_utf8_message_shows_the_byte(tmp_path: Path):
+    raw = b'{"images": [], "annotations": [], "categories": [{"id": 1, "name": "d\xf6g"}]}'
+    json_path = tmp_path / "split.json"
+    json_path.write_bytes(raw)
+    with pytest.raises(BadRecordError) as info:
+        load_records(json_path, tmp_path)
+    assert str(info.value) == f"{json_path}: not UTF-8 text (byte {raw.index(0xF6)}: " + r"b'\xf6')"
+
+
+def test_byte_order_mark_is_tolerated(tmp_path: Path, coco: dict):
+    (tmp_path / "split.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(coco).encode())
+    assert load_records(tmp_path / "split.json", tmp_path / "images").class_names == ["dog", "cat"]
+
+
+@pytest.mark.parametrize("n, tail", [(1, ""), (20, ""), (21, "\n  ... and 1 more"), (23, "\n  ... and 3 more")])
+def test_error_lists_twenty_problems_then_counts_the_rest(tmp_path: Path, coco: dict, n: int, tail: str):
+    box = {"image_id": 99, "bbox": [1, 1, 5, 5], "category_id": 7}
+    coco["annotations"] += [{"id": 100 + k, **box} for k in range(n)]
+    json_path = tmp_path / "split.json"
+    lines = [f"{json_path}: annotation id {100 + k} (image id 99, annotations[{3 + k}]): unknown image id" for k in range(n)]
+    with pytest.raises(BadRecordError) as info:
+        load(tmp_path, coco)
+    assert str(info.value) == (
+        f"{json_path}: {n} bad record(s) (on_bad_record='skip' drops them):\n  " + "\n  ".join(lines[:20]) + tail
+    )
+
+
+def test_skip_logs_each_problem_then_the_totals(tmp_path: Path, coco: dict, caplog: pytest.LogCaptureFixture):
+    coco["annotations"][2]["category_id"] = 4
+    with caplog.at_level(logging.WARNING, logger="detector.data.records"):
+        load(tmp_path, coco, on_bad_record="skip")
+    json_path = tmp_path / "split.json"
+    assert caplog.messages == [
+        f"skipped: {json_path}: annotation id 3 (image id 11, b.jpg): unknown category_id 4",
+        f"{json_path}: skipped 1 images and 1 annotations (1 problems); kept 2 images",
+    ]

@@ -325,7 +325,7 @@ def _parse_annotations(
             continue
         ann_id, image_id = ann.get("id", "?"), ann.get("image_id", "?")
         known = _is_int(image_id) and image_id in images
-        if not known and image_id in ctx.bad_images:
+        if not known and _is_int(image_id) and image_id in ctx.bad_images:
             continue  # its image entry was bad and is reported already; the annotation goes with it
         where = images[image_id][0] if known else f"annotations[{j}]"
         missing = [k for k in ("id", "image_id", "bbox", "category_id") if k not in ann]

@@ -102,11 +102,12 @@ def _check_files(json_path: Path, image_dir: Path, files: list[str]) -> None:
 def _quiet_records() -> Iterator[None]:
     """``load_records`` logs each skipped record; the importer reports them itself."""
     logger = logging.getLogger("detector.data.records")
-    level, logger.level = logger.level, logging.ERROR
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # setLevel, not .level =: it clears the loggers' isEnabledFor cache
     try:
         yield
     finally:
-        logger.level = level
+        logger.setLevel(level)
 
 
 def read_coco(root: Path, images: Path | None = None, check_files: bool = True) -> Source:

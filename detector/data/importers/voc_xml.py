@@ -4,7 +4,8 @@ Layouts (folder names matched case-insensitively):
 
 - a VOCdevkit folder: ``Annotations/*.xml`` + ``JPEGImages/`` (or ``images/``), with optional
   ``ImageSets/Main/{train,val,trainval,test}.txt`` naming the splits (``trainval`` stands for
-  train when there is no ``train.txt``; an XML that no split file names is left out, and said so);
+  train when there is no ``train.txt``, less what ``val.txt`` or ``test.txt`` names; an XML that no
+  split file names is left out, and said so);
 - the XMLs and the images in one folder, or in two sibling folders (``annotations/`` + ``images/``);
 - one such folder per split: ``train/``, ``valid/`` or ``val/``, ``test/`` (Roboflow's export).
 
@@ -42,12 +43,12 @@ __all__ = ["looks_like_voc", "read_voc"]
 @dataclass(frozen=True)
 class _Unit:
     """One folder of XMLs and its images; ``split`` from the folder's name, or ``lists`` from
-    ``ImageSets/Main`` (split -> stems), or neither."""
+    ``ImageSets/Main`` (split -> (the split list file read, the stems it names)), or neither."""
 
     xml_dir: Path
     image_dir: Path
     split: str | None
-    lists: dict[str, list[str]] | None
+    lists: dict[str, tuple[Path, list[str]]] | None
     described: str
 
 
@@ -83,14 +84,15 @@ def _unit(folder: Path, split: str | None) -> _Unit:
                 "or Annotations/ + JPEGImages/); give --format if this is another format"
             )
         xml_dir, image_dir = with_xml[0], with_images[0]
-    lists = None
+    lists: dict[str, tuple[Path, list[str]]] | None = None
     sets = next((subs["imagesets"] / m for m in ("Main", "main") if "imagesets" in subs and (subs["imagesets"] / m).is_dir()), None)
     if split is None and sets is not None:
-        found = {s: sets / f"{s}.txt" for s in ("train", "val", "trainval", "test") if (sets / f"{s}.txt").is_file()}
-        if "train" not in found and "trainval" in found:
-            found["train"] = found.pop("trainval")
-        found.pop("trainval", None)
-        lists = {s: [line.split()[0] for line in p.read_text().splitlines() if line.strip()] for s, p in found.items()} or None
+        files = {s: sets / f"{s}.txt" for s in ("train", "trainval", "val", "test")}
+        if not files["train"].is_file():
+            files["train"] = files["trainval"]
+        # in split order: an image that trainval.txt (as train) and val.txt both name is val's
+        found = {s: files[s] for s in ("train", "val", "test") if files[s].is_file()}
+        lists = {s: (p, [line.split()[0] for line in p.read_text().splitlines() if line.strip()]) for s, p in found.items()} or None
     where = "one folder" if xml_dir == image_dir else f"{xml_dir.name}/ + {image_dir.name}/"
     if lists:
         where += f", splits from {sets.relative_to(folder)} ({', '.join(lists)})"
@@ -128,13 +130,13 @@ def read_voc(root: Path, classes: list[str] | None = None) -> Source:
     missing_size, wrong_size, unlisted, unannotated = 0, [], 0, 0
     parsed: list[tuple[VocAnnotation, Path, str | None]] = []
     for unit in units:
-        split_of = {stem: s for s, stems in (unit.lists or {}).items() for stem in stems}
+        split_of = {stem: s for s, (_, stems) in (unit.lists or {}).items() for stem in stems}
         xmls = _files(unit.xml_dir, (".xml",))
         stems = {p.stem for p in xmls}
-        for s, listed in (unit.lists or {}).items():
+        for s, (list_file, listed) in (unit.lists or {}).items():
             for stem in listed:
                 if stem not in stems:
-                    problems.append(Problem(f"{unit.xml_dir.parent / 'ImageSets' / 'Main' / (s + '.txt')} names {stem!r}, "
+                    problems.append(Problem(f"{list_file} names {stem!r}, "
                                             f"but {unit.xml_dir / (stem + '.xml')} does not exist", "split file names a missing XML", stem, 0, s))
         by_name, by_stem = image_index(unit.image_dir)
         used: set[str] = set()

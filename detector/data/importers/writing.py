@@ -100,8 +100,9 @@ def summary(source: Source, plan: SplitPlan, written: dict[str, Path], image_dir
         lines.append(f"  boxes dropped, without extent (x1 <= x0 or y1 <= y0): {len(source.dropped)} ({_first(source.dropped)})")
     if source.problems:
         lost = {p.image: p.boxes for p in source.problems if p.image}
+        boxes = sum(lost.values()) + sum(p.boxes for p in source.problems if not p.image)  # + annotations of no image
         reasons = ", ".join(f"{n} {r}" for r, n in Counter(p.reason for p in source.problems).most_common())
-        lines.append(f"  left out (--on-bad-record skip): {len(lost)} images with {sum(lost.values())} boxes; problems: {reasons}")
+        lines.append(f"  left out (--on-bad-record skip): {len(lost)} images with {boxes} boxes; problems: {reasons}")
         lines.append(f"    first: {_first([p.message for p in source.problems])}")
     lines += [f"  note: {n}" for n in source.notes + plan.notes]
     if plan.carved:

@@ -123,10 +123,10 @@ def _bare(root: Path) -> tuple[list[str], dict[str | None, list[Path]], str]:
     if name_file is None:
         raise BadRecordError(f"{root}: YOLO labels without class names: add a data.yaml with names: [...] (or classes.txt)")
     names = [line.strip() for line in name_file.read_text().splitlines() if line.strip()]
-    folders = {s: p / "images" for n, p in ((p.name, p) for p in root.iterdir() if p.is_dir())
+    folders = {s: p / "images" for n, p in ((p.name, p) for p in sorted(root.iterdir()) if p.is_dir())
                if (s := split_of_folder(n)) and (p / "images").is_dir()}
     if not folders and (root / "images").is_dir():
-        inside = {s: p for p in (root / "images").iterdir() if p.is_dir() and (s := split_of_folder(p.name))}
+        inside = {s: p for p in sorted((root / "images").iterdir()) if p.is_dir() and (s := split_of_folder(p.name))}
         folders = inside or {None: root / "images"}  # type: ignore[dict-item]
     if not folders:
         raise BadRecordError(f"{root}: no images/ folder (want images/ + labels/, or train/images + train/labels)")
