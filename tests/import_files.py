@@ -34,12 +34,20 @@ def image(path: Path, width: int, height: int, boxes: list, seed: int) -> Path:
 
 def voc_xml(path: Path, filename: str | None, size: tuple[int, int] | None, boxes: list) -> Path:
     """A VOC XML: 1-based inclusive corners, so a continuous x0..x1 is written xmin = x0 + 1, xmax = x1."""
-    parts = ["<annotation>", f"<filename>{filename}</filename>" if filename else ""]
+    return voc_xml_raw(path, filename, size, [(name, x0 + 1, y0 + 1, x1, y1) for name, x0, y0, x1, y1 in boxes])
+
+
+def voc_xml_raw(path: Path, filename: str | None = None, size: tuple[int, int] | None = (48, 36), objects: list = (),
+                extra: str = "") -> Path:
+    """A VOC XML with the corners as written: objects are (name, xmin, ymin, xmax, ymax[, difficult]);
+    ``extra`` goes in as it is, before ``<size>``."""
+    parts = ["<annotation>", f"<filename>{filename}</filename>" if filename else "", extra]
     if size:
         parts.append(f"<size><width>{size[0]}</width><height>{size[1]}</height><depth>3</depth></size>")
-    for name, x0, y0, x1, y1 in boxes:
-        parts.append(f"<object><name>{name}</name><bndbox><xmin>{x0 + 1}</xmin><ymin>{y0 + 1}</ymin>"
-                     f"<xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object>")
+    for name, *corners in objects:
+        difficult = f"<difficult>{corners.pop()}</difficult>" if len(corners) == 5 else ""
+        parts.append(f"<object><name>{name}</name>{difficult}<bndbox>" + "".join(
+            f"<{t}>{v}</{t}>" for t, v in zip(("xmin", "ymin", "xmax", "ymax"), corners)) + "</bndbox></object>")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(parts) + "</annotation>")
     return path

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 from coco_files import write_jpeg
+from import_files import voc_xml_raw
 
 from detector.data.importers.coco_json import find_jsons, looks_like_coco, read_coco
 from detector.data.importers.source import Problem, SourceBox
@@ -344,24 +345,10 @@ def test_read_coco_quieting_does_not_leak_after_it(tmp_path: Path, caplog: pytes
 # VOC XML
 
 
-def xml(path: Path, filename: str | None = None, size: tuple[int, int] | None = (48, 36), objects: list = (), extra: str = "") -> Path:
-    """A VOC XML with the corners as written (1-based inclusive): objects are (name, xmin, ymin, xmax, ymax[, difficult])."""
-    parts = ["<annotation>", f"<filename>{filename}</filename>" if filename else "", extra]
-    if size:
-        parts.append(f"<size><width>{size[0]}</width><height>{size[1]}</height></size>")
-    for name, *corners in objects:
-        difficult = f"<difficult>{corners.pop()}</difficult>" if len(corners) == 5 else ""
-        parts.append(f"<object><name>{name}</name>{difficult}<bndbox>" + "".join(
-            f"<{t}>{v}</{t}>" for t, v in zip(("xmin", "ymin", "xmax", "ymax"), corners)) + "</bndbox></object>")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(parts) + "</annotation>")
-    return path
-
-
 def voc_pair(xml_dir: Path, stem: str, image_dir: Path | None = None, objects: list = (("cat", 3, 4, 12, 10),)) -> Path:
     """``stem.jpg`` (48 x 36) and ``stem.xml`` naming it."""
     jpeg((image_dir or xml_dir) / f"{stem}.jpg")
-    return xml(xml_dir / f"{stem}.xml", f"{stem}.jpg", objects=objects)
+    return voc_xml_raw(xml_dir / f"{stem}.xml", f"{stem}.jpg", objects=objects)
 
 
 def test_looks_like_voc_xml_files_at_most_two_folders_down(tmp_path: Path):
@@ -374,7 +361,7 @@ def test_looks_like_voc_xml_files_at_most_two_folders_down(tmp_path: Path):
 
 def test_read_voc_devkit_layout_box_conversion_and_difficult(tmp_path: Path):
     jpeg(tmp_path / "JPEGImages" / "a.jpg")
-    path = xml(tmp_path / "Annotations" / "a.xml", "a.jpg", objects=[("cat", 1, 2, 10, 20), ("dog", 5.5, 6, 30, 36, 1)])
+    path = voc_xml_raw(tmp_path / "Annotations" / "a.xml", "a.jpg", objects=[("cat", 1, 2, 10, 20), ("dog", 5.5, 6, 30, 36, 1)])
     src = read_voc(tmp_path)
     assert (src.format, src.root, src.layout, src.class_names) == ("voc", tmp_path, "Annotations/ + JPEGImages/", ["cat", "dog"])
     [image] = src.images
@@ -420,7 +407,7 @@ def test_read_voc_xmls_in_the_root_with_the_images_in_one_subfolder(tmp_path: Pa
 
 
 def test_read_voc_xmls_in_the_root_two_image_subfolders_is_the_root(tmp_path: Path):
-    xml(tmp_path / "a.xml", "a.jpg")
+    voc_xml_raw(tmp_path / "a.xml", "a.jpg")
     jpeg(tmp_path / "p" / "a.jpg")
     jpeg(tmp_path / "q" / "a.jpg")
     src = read_voc(tmp_path)
@@ -438,7 +425,7 @@ def test_read_voc_no_layout_found_is_one_line(tmp_path: Path):
     (tmp_path / "x.xml.d" / "a.txt").write_text("")
     (tmp_path / "b.xml").mkdir()
     for folder in ("one", "two"):
-        xml(tmp_path / folder / "a.xml")
+        voc_xml_raw(tmp_path / folder / "a.xml")
     jpeg(tmp_path / "pics" / "a.jpg")
     with pytest.raises(BadRecordError) as info:
         read_voc(tmp_path)
@@ -447,7 +434,7 @@ def test_read_voc_no_layout_found_is_one_line(tmp_path: Path):
 
 
 def test_read_voc_two_image_folders_beside_one_xml_folder_is_no_layout(tmp_path: Path):
-    xml(tmp_path / "xmls" / "a.xml")
+    voc_xml_raw(tmp_path / "xmls" / "a.xml")
     jpeg(tmp_path / "p" / "a.jpg")
     jpeg(tmp_path / "q" / "a.jpg")
     with pytest.raises(BadRecordError, match="no VOC layout found"):
@@ -528,9 +515,9 @@ def test_read_voc_finds_the_image_by_filename_or_stem_in_any_case(tmp_path: Path
     jpeg(tmp_path / "photo.png")
     jpeg(tmp_path / "c.jpeg")
     jpeg(tmp_path / "c.png", 40, 30)
-    xml(tmp_path / "one.xml", "C:/Users/x/img_1.jpg", objects=[("cat", 1, 1, 5, 5)])  # <filename> with a folder, other case
-    xml(tmp_path / "photo.xml", "missing.jpg")  # no such file: the stem
-    xml(tmp_path / "c.xml")  # no <filename>: the stem, the first in sorted order
+    voc_xml_raw(tmp_path / "one.xml", "C:/Users/x/img_1.jpg", objects=[("cat", 1, 1, 5, 5)])  # <filename> with a folder, other case
+    voc_xml_raw(tmp_path / "photo.xml", "missing.jpg")  # no such file: the stem
+    voc_xml_raw(tmp_path / "c.xml")  # no <filename>: the stem, the first in sorted order
     src = read_voc(tmp_path)
     assert [(i.path.name, i.where) for i in src.images] == [
         ("c.jpeg", str(tmp_path / "c.xml")), ("IMG_1.JPG", str(tmp_path / "one.xml")), ("photo.png", str(tmp_path / "photo.xml"))]
@@ -539,8 +526,8 @@ def test_read_voc_finds_the_image_by_filename_or_stem_in_any_case(tmp_path: Path
 
 def test_read_voc_an_xml_without_an_image_is_named_with_what_was_looked_for(tmp_path: Path):
     jpeg(tmp_path / "images" / "a.jpg")
-    path = xml(tmp_path / "annotations" / "b.xml", "b.png", objects=[("cat", 1, 1, 5, 5), ("cat", 2, 2, 6, 6)])
-    xml(tmp_path / "annotations" / "c.xml")
+    path = voc_xml_raw(tmp_path / "annotations" / "b.xml", "b.png", objects=[("cat", 1, 1, 5, 5), ("cat", 2, 2, 6, 6)])
+    voc_xml_raw(tmp_path / "annotations" / "c.xml")
     src = read_voc(tmp_path)
     assert src.problems[0] == Problem(
         f"{path}: no image for it in {tmp_path / 'images'} (looked for <filename> 'b.png' and b with any image extension)",
@@ -554,7 +541,7 @@ def test_read_voc_problems_and_notes_of_split_folders(tmp_path: Path):
     jpeg(tmp_path / "train" / "lone.jpg")
     voc_pair(tmp_path / "train", "b")
     (tmp_path / "train" / "b.jpg").write_bytes(b"not an image")
-    xml(tmp_path / "valid" / "c.xml", "c.jpg", objects=[("cat", 1, 1, 5, 5)])
+    voc_xml_raw(tmp_path / "valid" / "c.xml", "c.jpg", objects=[("cat", 1, 1, 5, 5)])
     voc_pair(tmp_path / "valid", "d")
     src = read_voc(tmp_path, classes=["cat"])
     assert [(p.reason, Path(p.image).name, p.boxes, p.split) for p in src.problems] == [
@@ -568,7 +555,7 @@ def test_read_voc_an_image_used_by_filename_is_not_unannotated(tmp_path: Path):
     jpeg(tmp_path / "photo.jpg")
     jpeg(tmp_path / "b.jpg")  # its stem has an XML that names another image: not counted either
     jpeg(tmp_path / "lone.jpg")
-    xml(tmp_path / "b.xml", "photo.jpg")
+    voc_xml_raw(tmp_path / "b.xml", "photo.jpg")
     src = read_voc(tmp_path)
     assert [i.path.name for i in src.images] == ["photo.jpg"]
     assert src.notes == ["1 image(s) without an XML: left out (give each an XML without objects to keep it as a negative)"]
@@ -597,7 +584,7 @@ def test_read_voc_an_undecodable_image_is_a_problem_naming_the_xml(tmp_path: Pat
 def test_read_voc_sizes_missing_and_wrong_are_noted_the_images_used(tmp_path: Path):
     for k, stem in enumerate("abcde"):
         jpeg(tmp_path / f"{stem}.jpg")
-        xml(tmp_path / f"{stem}.xml", f"{stem}.jpg", (48, 36) if stem == "a" else None if stem == "b" else (480 + k, 36))
+        voc_xml_raw(tmp_path / f"{stem}.xml", f"{stem}.jpg", (48, 36) if stem == "a" else None if stem == "b" else (480 + k, 36))
     src = read_voc(tmp_path)
     assert [(i.width, i.height) for i in src.images] == [(48, 36)] * 5
     assert src.notes == [
@@ -605,7 +592,7 @@ def test_read_voc_sizes_missing_and_wrong_are_noted_the_images_used(tmp_path: Pa
         "3 XML <size>(s) differ from the image (the image's size is used): c.xml says 482 x 36, c.jpg is 48 x 36; "
         "d.xml says 483 x 36, d.jpg is 48 x 36; e.xml says 484 x 36, e.jpg is 48 x 36",
     ]
-    xml(tmp_path / "f.xml", "a.jpg", (48, 37))
+    voc_xml_raw(tmp_path / "f.xml", "a.jpg", (48, 37))
     assert read_voc(tmp_path).notes[1].endswith("e.xml says 484 x 36, e.jpg is 48 x 36 ...")
     assert read_voc(tmp_path).notes[1].startswith("4 XML <size>(s) differ")
 
@@ -613,8 +600,8 @@ def test_read_voc_sizes_missing_and_wrong_are_noted_the_images_used(tmp_path: Pa
 def test_read_voc_unknown_class_and_box_outside_condemn_the_image(tmp_path: Path):
     jpeg(tmp_path / "a.jpg")
     jpeg(tmp_path / "b.jpg")
-    a = xml(tmp_path / "a.xml", "a.jpg", objects=[("cat", 1, 1, 5, 5), ("bird", 2, 2, 6, 6)])
-    b = xml(tmp_path / "b.xml", "b.jpg", objects=[("cat", 60, 10, 70.5, 30), ("dog", 1, 1, 5, 5)])
+    a = voc_xml_raw(tmp_path / "a.xml", "a.jpg", objects=[("cat", 1, 1, 5, 5), ("bird", 2, 2, 6, 6)])
+    b = voc_xml_raw(tmp_path / "b.xml", "b.jpg", objects=[("cat", 60, 10, 70.5, 30), ("dog", 1, 1, 5, 5)])
     src = read_voc(tmp_path, classes=["dog", "cat"])
     assert src.class_names == ["dog", "cat"] and src.images == []
     assert src.problems == [
