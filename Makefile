@@ -40,7 +40,7 @@ test-floors:
 # Mutation testing of the pure core (docs/reliability.md, "Mutation testing"; not in CI: over an hour
 # on 2 cores): mutmut (the [mutation] extra) mutates the files [tool.mutmut] in pyproject.toml names,
 # runs the tests that call each mutated function, then prints killed / survived / no tests per
-# module. MUTANTS='detector.boxes.*' runs only those mutants; results accumulate in mutants/
+# module. MUTANTS='detector.core.boxes.*' runs only those mutants; results accumulate in mutants/
 # (`rm -rf mutants` starts afresh). One torch thread: forked workers deadlock with more.
 MUTMUT_STAMP := $(VENV)/.installed-mutation
 DETECTOR_SHARED ?= $(abspath ../shared)

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from detector.module import DetectorModule
+from detector.training.tasks.detection import DetectorModule
 from shapes_step import interleaved_step_ms, main_stage_model, random_batch, shapes_init
 
 VARIANTS = {  # name: (train_depthwise, norm_eval)

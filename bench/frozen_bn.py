@@ -7,7 +7,7 @@ configs/shapes.yaml trains with ``train_bn: false`` and layer group 0 of Efficie
 blocks 0-2, the stride-8 stage) frozen, so that stage is pure inference in every step: each conv's
 BatchNorm in eval mode is an affine map that could be folded into the conv's weights and bias
 (``w * g / sqrt(v + eps)``, ``(b - m) * g / sqrt(v + eps) + beta``); training does that
-(``detector.speed.fold``). Times the stage as built and ``fold_batchnorm``'s copy (random weights:
+(``detector.training.fold``). Times the stage as built and ``fold_batchnorm``'s copy (random weights:
 the cost does not depend on them), back to back, alternating which goes first; medians. Checks
 the two agree.
 
@@ -28,7 +28,7 @@ import time
 import torch
 
 from detector.model.backbones import build_backbone
-from detector.speed.fold import FoldedStages, fold_batchnorm
+from detector.training.fold import FoldedStages, fold_batchnorm
 from shapes_step import interleaved_step_ms, main_stage_model, random_batch, shapes_init
 
 

@@ -26,7 +26,7 @@ images ~ N(0, 1), 0..20 random boxes and labels per image (``tests/reference.py`
    default) and on; peak memory (torch.cuda.max_memory_allocated over the part).
 2. where a step goes, timed with CUDA events: network forward, matching + loss forward and backward
    (on detached outputs, so their backward is apart from the network's), network backward,
-   optimiser; and an evaluation step, forward then decode + NMS (detector.postprocess, score > 0.01).
+   optimiser; and an evaluation step, forward then decode + NMS (detector.core.postprocess, score > 0.01).
 3. loss_vs_loop: the batched SSDLoss against the lesson's per-image loop (tests/reference.py) on the
    device, both reductions: the terms and the gradients agree (relative 1e-4), and the speed ratio.
 4. focal_fp16: SSDLoss's class term (FocalBCESum) under fp16 autocast, from fp16 logits as the head
@@ -34,7 +34,7 @@ images ~ N(0, 1), 0..20 random boxes and labels per image (``tests/reference.py`
    the loss scaled by GradScaler's first scale 2**16 before backward, against float32 on the same
    values: value and gradient agree to 1e-3 (gradient: max |diff| / max |grad|, and
    elementwise over the gradients above 1e-3 of the largest), no inf/NaN.
-5. nms_vs_torchvision: detector.postprocess of a batch (logits ~ N(-6, 1.5)) against decoding by
+5. nms_vs_torchvision: detector.core.postprocess of a batch (logits ~ N(-6, 1.5)) against decoding by
    tests/reference.py's actn_to_bb + torchvision.ops.batched_nms (top 50 per class before NMS, IoU
    0.4, 100 per image): the same kept boxes, scores and labels in every image; both times.
 
@@ -61,11 +61,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]  # run from anywhere, installed or not; the oracle lives in tests/
 from reference import actn_to_bb, random_targets, ssd_loss  # noqa: E402
 
-from detector.anchors import AnchorConfig, Anchors, make_anchors  # noqa: E402
-from detector.loss import SSDLoss  # noqa: E402
+from detector.core.anchors import AnchorConfig, Anchors, make_anchors  # noqa: E402
+from detector.core.loss import SSDLoss  # noqa: E402
 from detector.model import build_ssd  # noqa: E402
 from detector.model.head import HeadConfig  # noqa: E402
-from detector.postprocess import postprocess  # noqa: E402
+from detector.core.postprocess import postprocess  # noqa: E402
 
 # configs/lesson9_ssd.yaml's model (tests/test_bench_gpu.py checks these against the file).
 BACKBONE, IMAGE_SIZE, BATCH, NUM_CLASSES, MAX_OBJECTS = "resnet34", 224, 64, 20, 20
@@ -299,7 +299,7 @@ def focal_fp16(s: Settings, clock: Clock) -> dict:
 
 
 def nms_vs_torchvision(s: Settings, clock: Clock) -> dict:
-    """detector.postprocess vs reference actn_to_bb + torchvision.ops.batched_nms: same detections?"""
+    """detector.core.postprocess vs reference actn_to_bb + torchvision.ops.batched_nms: same detections?"""
     from torchvision.ops import batched_nms
 
     dev = s.device

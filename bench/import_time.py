@@ -1,5 +1,5 @@
 """What starting the package costs: time and modules loaded by ``import detector``, ``import
-detector.module`` (the LightningModule), ``detector --help`` and ``detector eval --help``, each in a
+detector.training.tasks.detection`` (the LightningModule), ``detector --help`` and ``detector eval --help``, each in a
 fresh interpreter, and which module first imported matplotlib or onnx, if any.
 
     python bench/import_time.py [--repeats 3]
@@ -7,7 +7,7 @@ fresh interpreter, and which module first imported matplotlib or onnx, if any.
 Prints a table (median seconds of ``--repeats`` runs, interleaved, each relative to ``import torch``
 measured beside them, so that a slower hour shows in every row alike), then one JSON line. Exits
 non-zero when a module of this package imported matplotlib outside ``detector.pictures``, or onnx
-outside ``detector.export``. (torchmetrics imports matplotlib itself whenever it is installed, in
+outside ``detector.deploy.export``. (torchmetrics imports matplotlib itself whenever it is installed, in
 ``torchmetrics.utilities.plot``, and Lightning imports torchmetrics: the table names it.)
 """
 
@@ -23,7 +23,7 @@ CASES = {
     "import torch": "import torch",
     "import lightning.pytorch": "import lightning.pytorch",
     "import detector": "import detector",
-    "import detector.module": "import detector.module",
+    "import detector.training.tasks.detection": "import detector.training.tasks.detection",
     "detector --help": "from detector.cli import main; main(['--help'])",
     "detector eval --help": "from detector.cli import main\ntry:\n    main(['eval', '--help'])\nexcept SystemExit:\n    pass",
 }
@@ -78,7 +78,7 @@ def main() -> None:
     ours = [
         f"{name}: {s[lib]} imported {lib}"
         for name, s in summary.items()
-        for lib, allowed in (("matplotlib", "detector.pictures"), ("onnx", "detector.export"))
+        for lib, allowed in (("matplotlib", "detector.pictures"), ("onnx", "detector.deploy.export"))
         if s[lib].startswith("detector") and not s[lib].startswith(allowed)
     ]
     if ours:

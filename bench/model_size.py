@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from detector.anchors import AnchorConfig
+from detector.core.anchors import AnchorConfig
 from detector.model import build_ssd
 from detector.model.head import HeadConfig
 

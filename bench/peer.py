@@ -32,7 +32,7 @@ boxes), the same train loader (the config's split, batch size and augmentation p
 seed, so the same images in the same order with the same augmentation), validation at the config's
 cadence (scaled with ``--epochs`` as ``detector train`` scales it) keeping the weights of the best
 value of what the config's ``best.ckpt`` monitors (``val/fitness`` = 0.1 mAP@0.5 + 0.9 COCO mAP in
-imported configs), and the test split scored by :class:`detector.metrics.DetectionMetrics` in original
+imported configs), and the test split scored by :class:`detector.evaluation.metrics.DetectionMetrics` in original
 image pixels (COCO by pycocotools, at most 100 detections per image, score threshold 0.01). Train
 seconds are the wall time of each fit, validations included, on this machine as it was loaded
 (compare ratios only within one run). Prints two tables (overall, per class AP@0.5) and one JSON line.
@@ -62,16 +62,16 @@ from torch import Tensor, nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:] = [str(REPO)] + [p for p in sys.path[1:] if Path(p or ".").resolve() != REPO / "bench"]
 
-from detector.anchor_choice import resolve_auto_anchors  # noqa: E402
-from detector.cli.runs import recipe_stages, size_recipe  # noqa: E402
+from detector.autoanchor.choice import resolve_auto_anchors  # noqa: E402
+from detector.training.plan import recipe_stages, size_recipe  # noqa: E402
 from detector.data.datamodule import DetectionDataModule  # noqa: E402
 from detector.data.dataset import targets_in_pixels  # noqa: E402
-from detector.evaluation import evaluate  # noqa: E402
-from detector.loading import load_detector  # noqa: E402
-from detector.metrics import DetectionMetrics, fitness  # noqa: E402
+from detector.evaluation.evaluator import evaluate  # noqa: E402
+from detector.deploy.loading import load_detector  # noqa: E402
+from detector.evaluation.metrics import DetectionMetrics, fitness  # noqa: E402
 from detector.model.backbones import Backbone, backbone_stats, build_backbone  # noqa: E402
-from detector.postprocess import to_pixels  # noqa: E402
-from detector.staged import StagedModule  # noqa: E402
+from detector.core.postprocess import to_pixels  # noqa: E402
+from detector.training.tasks.staged import StagedModule  # noqa: E402
 from detector.training.runs import find_run  # noqa: E402
 
 SCHEDULES = ("adamw", "sgd", "sgd-clip")
@@ -110,7 +110,7 @@ def resolve(config_path: Path, epochs: int | None, seed: int) -> Setting:
     first = recipe_stages(config)[0]
     frozen = first.epochs if first.freeze == "body" else 0
     data = config.data.as_dict()
-    mean, std = backbone_stats(backbone)  # what `detector train` links from the backbone (detector.config)
+    mean, std = backbone_stats(backbone)  # what `detector train` links from the backbone (detector.training.config)
     data.update(image_size=int(init.get("image_size", 224)), mean=mean, std=std, seed=seed)
     monitors = [c.init_args.monitor for c in config.trainer.get("callbacks") or []
                 if str(c.get("class_path", "")).endswith("ModelCheckpoint") and c.get("init_args") and c.init_args.get("monitor")]

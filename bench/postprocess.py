@@ -1,4 +1,4 @@
-"""Decode + per-class NMS of a batch: ``detector.postprocess`` vs the lesson's per-image, per-class loop.
+"""Decode + per-class NMS of a batch: ``detector.core.postprocess`` vs the lesson's per-image, per-class loop.
 
     .venv/bin/python bench/postprocess.py [--threads 1] [--repeats 7] [--score-threshold 0.01]
 
@@ -25,8 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]  # run from anywhere, installed or not; the oracle lives in tests/
 from reference import postprocess as loop_postprocess  # noqa: E402
 
-from detector.anchors import make_anchors  # noqa: E402
-from detector.postprocess import postprocess  # noqa: E402
+from detector.core.anchors import make_anchors  # noqa: E402
+from detector.core.postprocess import postprocess  # noqa: E402
 
 BATCH, NUM_CLASSES = 64, 20
 

@@ -32,7 +32,7 @@ from detector.data.dataset import DetectionDataset, collate_detections
 from detector.data.samplers import EpochSampler
 from detector.data.records import load_records
 from detector.data.transforms import IMAGENET_MEAN, IMAGENET_STD, DetectionTransform
-from detector.module import DetectorModule
+from detector.training.tasks.detection import DetectorModule
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "voc2007_sample"
 

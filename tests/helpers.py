@@ -19,8 +19,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from detector.data.datamodule import DetectionDataModule
 from detector.data.shapes import generate_shapes
-from detector.module import AnchorConfig, DetectorModule, HeadConfig
-from detector.recipe import OptimizerConfig, Stage
+from detector.training.tasks.detection import AnchorConfig, DetectorModule, HeadConfig
+from detector.training.recipe import OptimizerConfig, Stage
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -122,7 +122,7 @@ trainer:
     - class_path: lightning.pytorch.callbacks.ModelCheckpoint
       init_args: {{dirpath: {tmp_path}/checkpoints, filename: last, save_on_train_epoch_end: true, enable_version_counter: false}}
 model:
-  class_path: detector.module.DetectorModule
+  class_path: detector.training.DetectorModule
   init_args:
     backbone: resnet18
     weights: none

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from detector.anchors import Anchors
+from detector.core.anchors import Anchors
 
 FORCED_OVERLAP = 1.99
 
@@ -120,7 +120,7 @@ def ssd_loss(
     reduction: str = "lesson_sum",
     **kwargs,
 ) -> dict[str, Tensor]:
-    """The lesson's ``ssd_loss`` (``"lesson_sum"``: sum over images) or ``"mean"`` (see ``detector.loss``)."""
+    """The lesson's ``ssd_loss`` (``"lesson_sum"``: sum over images) or ``"mean"`` (see ``detector.core.loss``)."""
     locs, clss, has = [], [], []
     for b in range(len(cls_logits)):
         loc, cls, has_positives = ssd_1_loss(cls_logits[b], box_deltas[b], boxes[b], labels[b], anchors, **kwargs)

@@ -14,14 +14,14 @@ import pytest
 import torch
 from PIL import Image
 
-from detector.annotate import label_size
-from detector.api import Detector
+from detector.deploy.annotate import label_size
+from detector.deploy.api import Detector
 from detector.data.datamodule import DetectionDataModule
 from detector.errors import BadImageError, ConfigError, MissingFileError
-from detector.evaluation import evaluate
-from detector.module import AnchorConfig, DetectorModule, HeadConfig
-from detector.prediction import Prediction
-from detector.tasks import LargestObjectClassifier
+from detector.evaluation.evaluator import evaluate
+from detector.training.tasks.detection import AnchorConfig, DetectorModule, HeadConfig
+from detector.deploy.prediction import Prediction
+from detector.training.tasks import LargestObjectClassifier
 
 REPO = Path(__file__).resolve().parents[1]
 S = 64

@@ -1,4 +1,4 @@
-"""anchors: auto (detector.autoanchor, detector.anchor_choice): the image size and the fewest anchors
+"""anchors: auto (detector.autoanchor.fit, detector.autoanchor.choice): the image size and the fewest anchors
 that give 99 % of the training boxes an anchor at IoU above the matching threshold, judged by the
 matcher's own IoU on make_anchors' anchors; resolved before a run is built and saved in its config;
 ``detector data anchors`` prints the choice."""
@@ -13,12 +13,12 @@ import yaml
 from torchvision.ops import box_iou
 
 from coco_files import write_jpeg, write_json
-from detector.anchor_stats import match_statistics
-from detector.anchors import LESSON_RATIOS, LESSON_ZOOMS, AnchorConfig, make_anchors
-from detector.autoanchor import best_anchor_iou, choose_anchors, choose_image_size, nearest_cell_iou
-from detector.boxes import paired_box_iou
+from detector.autoanchor.coverage import match_statistics
+from detector.core.anchors import LESSON_RATIOS, LESSON_ZOOMS, AnchorConfig, make_anchors
+from detector.autoanchor.fit import best_anchor_iou, choose_anchors, choose_image_size, nearest_cell_iou
+from detector.core.boxes import paired_box_iou
 from detector.data.records import load_records
-from detector.inspection import load_config
+from detector.inspection.views import load_config
 from detector.model.head import grid_problem, head_grid_sizes
 from helpers import detector, run_path, tiny_config
 

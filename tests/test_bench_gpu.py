@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from detector.anchors import AnchorConfig
+from detector.core.anchors import AnchorConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "bench" / "gpu.py"

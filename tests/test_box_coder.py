@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from detector.anchors import make_anchors
-from detector.box_coder import SSDCoder, TanhCoder, make_box_coder
-from detector.boxes import clip_boxes, xywh_to_xyxy, xyxy_to_cxcywh, xyxy_to_xywh
+from detector.core.anchors import make_anchors
+from detector.core.box_coder import SSDCoder, TanhCoder, make_box_coder
+from detector.core.boxes import clip_boxes, xywh_to_xyxy, xyxy_to_cxcywh, xyxy_to_xywh
 from reference import actn_to_bb
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from detector.config import check_model_section
+from detector.training.config import check_model_section
 from detector.cli.train import cli
 from helpers import REPO
 

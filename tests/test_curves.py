@@ -1,4 +1,4 @@
-"""detector.curves against voc_evaluate and hand-counted cases, and the results figures as PNGs."""
+"""detector.evaluation.curves against voc_evaluate and hand-counted cases, and the results figures as PNGs."""
 
 from __future__ import annotations
 
@@ -10,15 +10,15 @@ import torch
 from PIL import Image
 from test_metrics import det, gt, random_split
 
-from detector.curves import confusion_matrix, f1_curves, pr_curves
-from detector.voc_ap import match_detections, voc_evaluate
-from detector.pictures import (
+from detector.evaluation.curves import confusion_matrix, f1_curves, pr_curves
+from detector.evaluation.voc_ap import match_detections, voc_evaluate
+from detector.evaluation.figures import (
     confusion_matrix_figure,
     f1_curve_figure,
     pr_curve_figure,
-    save_figure,
     training_curves_figure,
 )
+from detector.pictures import save_figure
 
 # ------------------------------------------------------------------------------------- PR curves
 

@@ -20,7 +20,7 @@ def config(root: Path, anchors: str) -> Path:
     path.write_text(
         f"""
 model:
-  class_path: detector.module.DetectorModule
+  class_path: detector.training.DetectorModule
   init_args: {{backbone: resnet18, weights: none, image_size: 64, anchors: {anchors}}}
 data: {{image_dir: {root}/images, train_json: {root}/train.json, batch_size: 2, num_workers: 0}}
 """

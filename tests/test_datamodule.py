@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from coco_files import tiny_coco, write_jpeg, write_json
 import detector.data.dataset as dataset_module
 import detector.data.shapes as shapes_module
-import detector.speed.image_cache as image_cache_module
+import detector.data.image_cache as image_cache_module
 from detector.data.datamodule import DetectionDataModule, ShapesSpec
 from detector.data.dataset import DetectionDataset, collate_detections
 from detector.data.samplers import EpochSampler, ShardSampler, sample_seed

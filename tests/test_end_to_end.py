@@ -17,13 +17,13 @@ import pytest
 import torch
 from PIL import Image
 
-from detector.api import Detector
+from detector.deploy.api import Detector
 from detector.cli.export import main as export_main
-from detector.end_to_end import OpenCVResize, export_end_to_end
-from detector.export import METADATA_KEY
-from detector.module import AnchorConfig, DetectorModule, HeadConfig
-from detector.onnx_detector import METADATA_KEY as ONNX_METADATA_KEY
-from detector.onnx_detector import OnnxDetector
+from detector.deploy.end_to_end import OpenCVResize, export_end_to_end
+from detector.deploy.export import METADATA_KEY
+from detector.training.tasks.detection import AnchorConfig, DetectorModule, HeadConfig
+from detector.deploy.onnx_detector import METADATA_KEY as ONNX_METADATA_KEY
+from detector.deploy.onnx_detector import OnnxDetector
 from helpers import detector as run_detector
 
 REPO = Path(__file__).resolve().parents[1]

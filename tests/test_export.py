@@ -13,11 +13,11 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from detector.box_coder import make_box_coder
+from detector.core.box_coder import make_box_coder
 from detector.cli.export import main
-from detector.export import METADATA_KEY, decode_boxes
-from detector.postprocess import flip_merge
-from detector.module import AnchorConfig, DetectorModule, HeadConfig, LossConfig
+from detector.deploy.export import METADATA_KEY, decode_boxes
+from detector.core.postprocess import flip_merge
+from detector.training.tasks.detection import AnchorConfig, DetectorModule, HeadConfig, LossConfig
 
 
 def save_checkpoint(path: Path, coder: str) -> Path:

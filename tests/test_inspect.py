@@ -12,14 +12,14 @@ import yaml
 from PIL import Image
 
 from coco_files import write_jpeg, write_json
-from detector.anchor_stats import match_statistics
-from detector.anchors import make_anchors
+from detector.autoanchor.coverage import match_statistics
+from detector.core.anchors import make_anchors
 from detector.cli.inspect import main
 from detector.data.records import load_records
 from detector.data.shapes import CLASS_NAMES
 from detector.data.transforms import IMAGENET_MEAN
-from detector.inspection import load_config
-from detector.module import AnchorConfig, DetectorModule, HeadConfig
+from detector.inspection.views import load_config
+from detector.training.tasks.detection import AnchorConfig, DetectorModule, HeadConfig
 from helpers import detector
 
 REPO = Path(__file__).resolve().parents[1]

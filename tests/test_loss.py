@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import sigmoid_focal_loss
 
-from detector.anchors import make_anchors
-from detector.loss import FocalBCESum, SSDLoss
+from detector.core.anchors import make_anchors
+from detector.core.loss import FocalBCESum, SSDLoss
 from reference import get_y, match_one, random_targets, ssd_loss
 
 C = 20

@@ -4,9 +4,9 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
-from detector.anchors import make_anchors
-from detector.boxes import batched_box_iou
-from detector.matching import FORCED_OVERLAP, match
+from detector.core.anchors import make_anchors
+from detector.core.boxes import batched_box_iou
+from detector.core.matching import FORCED_OVERLAP, match
 from reference import get_y, match_one, random_targets
 
 

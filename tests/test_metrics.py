@@ -1,4 +1,4 @@
-"""detector.metrics against hand-worked cases, a plain port of voc_eval.py, and pycocotools itself."""
+"""detector.evaluation.metrics against hand-worked cases, a plain port of voc_eval.py, and pycocotools itself."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from detector.metrics import DetectionMetrics
-from detector.voc_ap import all_point_ap, check_images, eleven_point_ap, match_detections, voc_evaluate
+from detector.evaluation.metrics import DetectionMetrics
+from detector.evaluation.voc_ap import all_point_ap, check_images, eleven_point_ap, match_detections, voc_evaluate
 
 # ---------------------------------------------------------------------------------------- helpers
 

@@ -12,12 +12,12 @@ import torch
 import torchvision
 from torch import nn
 
-from detector.anchors import AnchorConfig, make_anchors
+from detector.core.anchors import AnchorConfig, make_anchors
 from detector.model import BACKBONES, SSD, backbone_stats, build_backbone, build_ssd
 from detector.model.backbones import load_efficientnet_lite0
 from detector.model.head import HeadConfig, OutConv, SSDHead, flatten_conv, head_grid_sizes
-from detector.recipe import apply_freeze
-from detector.speed.fold import FoldedConv, FoldedStages, fold_batchnorm, norms_fixed
+from detector.training.recipe import apply_freeze
+from detector.training.fold import FoldedConv, FoldedStages, fold_batchnorm, norms_fixed
 
 LESSON_ANCHORS = dict(zooms=(0.75, 1.0, 1.3), ratios=((1.0, 1.0), (1.0, 0.5), (0.5, 1.0)))
 ONE_ANCHOR = dict(zooms=(1.0,), ratios=((1.0, 1.0),))

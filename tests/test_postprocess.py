@@ -3,10 +3,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from detector.anchors import Anchors, make_anchors, mirror_index
-from detector.box_coder import SSDCoder
-from detector.module import AnchorConfig, DetectorModule, HeadConfig, LossConfig, PostprocessConfig
-from detector.postprocess import _greedy_nms, flip_merge, postprocess, to_pixels
+from detector.core.anchors import Anchors, make_anchors, mirror_index
+from detector.core.box_coder import SSDCoder
+from detector.training.tasks.detection import AnchorConfig, DetectorModule, HeadConfig, LossConfig, PostprocessConfig
+from detector.core.postprocess import _greedy_nms, flip_merge, postprocess, to_pixels
 from reference import actn_to_bb
 from reference import postprocess as reference_postprocess
 

@@ -16,10 +16,10 @@ from detector.data.image import load_image
 from detector.data.transforms import DetectionTransform
 from detector.cli.predict import main
 from helpers import detector
-from detector.api import Detector
-from detector.inference import _picture_names, find_images, predict_images
-from detector.loading import load_detector
-from detector.module import AnchorConfig, DetectorModule, HeadConfig
+from detector.deploy.api import Detector
+from detector.deploy.inference import _picture_names, find_images, predict_images
+from detector.deploy.loading import load_detector
+from detector.training.tasks.detection import AnchorConfig, DetectorModule, HeadConfig
 
 CLASSES = ["circle", "square", "triangle"]
 

@@ -1,4 +1,4 @@
-"""Every private Lightning and torchmetrics API the package relies on (``detector/private_apis.py``)
+"""Every private Lightning and torchmetrics API the package relies on (``detector/cli/private_apis.py``)
 still exists and behaves as relied on; each failure names the installed version, so that an upgrade
 that changes one says which, instead of training silently on part of the data or merging a
 checkpoint over the configuration. Nothing else in the package uses a private name of either."""
@@ -15,8 +15,8 @@ import torchmetrics
 from lightning.pytorch.cli import LightningCLI
 from torchmetrics import Metric
 
-from detector.metrics import DetectionMetrics
-from detector.private_apis import ConfigDecidesModel, KeepsPerClassShape, uses_distributed_sampler
+from detector.evaluation.metrics import DetectionMetrics
+from detector.cli.private_apis import ConfigDecidesModel, KeepsPerClassShape, uses_distributed_sampler
 
 PACKAGE = Path(__file__).resolve().parents[1] / "detector"
 WHERE = f"(lightning {lightning.__version__}, torchmetrics {torchmetrics.__version__})"

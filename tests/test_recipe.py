@@ -8,7 +8,7 @@ import pytest
 from torch import nn
 
 from detector.errors import ConfigError
-from detector.recipe import (
+from detector.training.recipe import (
     FREEZE, OneCycle, Recipe, Stage, apply_freeze, freeze_for_epoch, lesson_stages, scale_stages, stage_at_epoch,
     total_epochs,
 )

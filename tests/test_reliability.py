@@ -29,10 +29,10 @@ from detector.data.dataset import SkippedSample, collate_detections
 from detector.data.records import BadRecordError
 from detector.data.samplers import EpochSampler
 from detector.errors import CheckpointError
-from detector.module import DetectorModule
-from detector.recipe import Stage
+from detector.training.tasks.detection import DetectorModule
+from detector.training.recipe import Stage
 from detector.training.checkpoints import read_checkpoint
-from detector.evaluation import evaluate, format_table
+from detector.evaluation.evaluator import evaluate, format_table
 from detector.training.guards import NonFiniteLossError, NonFiniteWeightsError
 from helpers import REPO, cli, datamodule, detector, final_weights, last_checkpoint, module, run_path, tiny_config, tiny_shapes, trainer
 from helpers import evaluate as eval_cli
@@ -556,7 +556,7 @@ def test_checkpoint_of_another_configuration_is_refused_clearly(tiny: Path, unin
     checkpoint = read_checkpoint(ckpt)
     small = {k: checkpoint[k] for k in ("state_dict", "hyper_parameters", "pytorch-lightning_version")}
     task = tmp_path / "task.ckpt"
-    torch.save({**small, "task_class": "detector.tasks.largest.LargestObjectClassifier"}, task)
+    torch.save({**small, "task_class": "detector.training.tasks.largest.LargestObjectClassifier"}, task)
     assert f"detector eval: {task} holds a LargestObjectClassifier, not the SSD (DetectorModule)" in refused("--checkpoint", str(task))
     alien = tmp_path / "alien.ckpt"
     anchors = {**small["hyper_parameters"]["anchors"], "grids": [4, 2, 1]}  # hparams that do not describe its weights

@@ -13,7 +13,7 @@ import torch
 import yaml
 from PIL import Image
 
-from detector.recipe import OneCycle, Stage, scale_stages
+from detector.training.recipe import OneCycle, Stage, scale_stages
 from detector.training.checkpoints import read_checkpoint
 from helpers import detector, run_path, tiny_config, tiny_shapes
 

@@ -1,4 +1,4 @@
-"""The lessons' stepping stones (``detector.tasks``): targets, heads, losses against the lesson's
+"""The lessons' stepping stones (``detector.training.tasks``): targets, heads, losses against the lesson's
 formulas, metrics, a tiny overfit per task, prediction from a checkpoint, and each config through
 ``train.py``."""
 
@@ -23,19 +23,19 @@ from detector.cli.train import cli as training_cli
 from detector.data.datamodule import DetectionDataModule
 from detector.data.shapes import CLASS_NAMES, generate_shapes
 from detector.errors import CheckpointError
-from detector.loading import checkpoint_task, load_detector, load_model
-from detector.module import DetectorModule
+from detector.deploy.loading import checkpoint_task, load_detector, load_model
+from detector.training.tasks.detection import DetectorModule
 from detector.pictures import detection_grid, figure_to_array, show_labels
-from detector.recipe import OptimizerConfig, Stage
-from detector.tasks import (
+from detector.training.recipe import OptimizerConfig, Stage
+from detector.training.tasks import (
     LargestBoxRegressor,
     LargestObjectClassifier,
     MultiLabelClassifier,
     SingleObjectDetector,
     TaskModule,
 )
-from detector.tasks.nets import box_head, feature_side, single_object_head
-from detector.tasks.targets import largest_object, present_classes
+from detector.training.tasks.nets import box_head, feature_side, single_object_head
+from detector.training.tasks.targets import largest_object, present_classes
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = [LargestObjectClassifier, LargestBoxRegressor, SingleObjectDetector, MultiLabelClassifier]
@@ -389,7 +389,7 @@ def test_predict_step_gives_boxes_in_original_pixels_and_image_ids(tmp_path: Pat
         torch.testing.assert_close(p["boxes"], box[None] * torch.tensor([width, height, width, height]))
 
 
-# The keys of detections.json each task fills (see detector.inference).
+# The keys of detections.json each task fills (see detector.deploy.inference).
 KEYS = {
     LargestObjectClassifier: {"image_id", "file_name", "category_id", "category_name", "score"},
     LargestBoxRegressor: {"image_id", "file_name", "bbox"},
@@ -475,8 +475,8 @@ def test_pictures_of_classifier_and_regressor_predictions():
 
 
 def test_checkpoint_task_reads_the_class_and_refuses_unknown_ones():
-    assert checkpoint_task({"task_class": "detector.tasks.largest.LargestBoxRegressor"}) is LargestBoxRegressor
-    cli = {"hyper_parameters": {"_class_path": "detector.tasks.MultiLabelClassifier"}}
+    assert checkpoint_task({"task_class": "detector.training.tasks.largest.LargestBoxRegressor"}) is LargestBoxRegressor
+    cli = {"hyper_parameters": {"_class_path": "detector.training.tasks.MultiLabelClassifier"}}
     assert checkpoint_task(cli) is MultiLabelClassifier
     assert checkpoint_task({"hyper_parameters": {}}) is DetectorModule  # an SSD written outside the CLI
     with pytest.raises(CheckpointError, match="'os.system', which is none of the known tasks"):

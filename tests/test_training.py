@@ -12,9 +12,9 @@ from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
 from torch.nn.parallel import DistributedDataParallel
 
 from detector.data.shapes import CLASS_NAMES
-from detector.lr_finder import lr_range_test
-from detector.module import AnchorConfig, HeadConfig, LossConfig
-from detector.recipe import OneCycle, OptimizerConfig, Stage, StagedFreezing
+from detector.training.lr_finder import lr_range_test
+from detector.training.tasks.detection import AnchorConfig, HeadConfig, LossConfig
+from detector.training.recipe import OneCycle, OptimizerConfig, Stage, StagedFreezing
 from detector.training.checkpoints import read_checkpoint
 from helpers import cli, datamodule, evaluate, last_checkpoint, module, tiny_config, tiny_shapes, trainer
 

@@ -11,11 +11,12 @@ from matplotlib.colors import to_rgba
 from matplotlib.patches import Rectangle
 from PIL import Image
 
-from detector.anchors import make_anchors
-from detector.box_coder import make_box_coder
+from detector.core.anchors import make_anchors
+from detector.core.box_coder import make_box_coder
 from detector.data.image import load_image
 from detector.data.records import load_records
-from detector.matching import match
+from detector.core.matching import match
+from detector.evaluation.figures import per_class_ap_figure
 from detector.pictures import (
     anchor_figure,
     box_colour,
@@ -25,7 +26,6 @@ from detector.pictures import (
     figure_to_array,
     ground_truth_grid,
     match_grid,
-    per_class_ap_figure,
     raw_prediction_grid,
     save_figure,
     show_boxes,

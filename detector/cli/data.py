@@ -94,15 +94,15 @@ def main(argv: Sequence[str]) -> int:
 
 def _look(args: argparse.Namespace) -> int:
     """``report`` and ``anchors``: a config's training data, before training."""
-    from detector.config import read_config
+    from detector.training.config import read_config
 
     config = read_config(args.config)
     if args.command == "anchors":
-        from detector.anchor_choice import describe_choice
+        from detector.autoanchor.choice import describe_choice
 
         print(describe_choice(config, str(args.config), args.target, args.image_size))
         return 0
-    from detector.data_report import default_folder, write_report
+    from detector.inspection.report import default_folder, write_report
 
     for path in write_report(config, str(args.config), args.out or default_folder(config), args.examples):
         print(f"wrote {path}")

@@ -1,5 +1,5 @@
 """``detector eval``: a checkpoint over a split -> the mAP table, ``metrics.json`` and COCO-format
-``detections.json`` (:mod:`detector.evaluation`)."""
+``detections.json`` (:mod:`detector.evaluation.evaluator`)."""
 
 from __future__ import annotations
 
@@ -30,9 +30,9 @@ detections.json, the COCO results in original-image pixels, which pycocotools re
 def _data_args(args: argparse.Namespace, checkpoint: dict[str, Any], model: Any) -> dict[str, Any]:
     """The data module's arguments: the checkpoint's, overridden by ``--data`` or ``--json``; the
     image size and normalisation always the checkpoint's network's."""
-    from detector.config import read_config
+    from detector.training.config import read_config
     from detector.errors import ConfigError
-    from detector.evaluation import SPLITS
+    from detector.evaluation.evaluator import SPLITS
 
     data = dict(checkpoint.get("datamodule_hyper_parameters") or {})
     data.pop("_instantiator", None)
@@ -83,9 +83,9 @@ def main(argv: Sequence[str]) -> int:
     from detector.data.datamodule import DetectionDataModule
     from detector.errors import ConfigError
     from detector.data.image import load_image
-    from detector.evaluation import evaluate, format_table
-    from detector.results import predictions_figure, write_results
-    from detector.loading import load_detector, resolve_device
+    from detector.evaluation.evaluator import evaluate, format_table
+    from detector.evaluation.results import predictions_figure, write_results
+    from detector.deploy.loading import load_detector, resolve_device
     from detector.training.checkpoints import read_checkpoint
     from detector.training.runs import find_run, run_of_checkpoint
 

@@ -1,5 +1,5 @@
 """``detector export``: a detector checkpoint -> ONNX and its JSON beside it: the raw network
-(:mod:`detector.export`) or, with ``--with-nms``, the end-to-end graph (:mod:`detector.end_to_end`)."""
+(:mod:`detector.deploy.export`) or, with ``--with-nms``, the end-to-end graph (:mod:`detector.deploy.end_to_end`)."""
 
 from __future__ import annotations
 
@@ -40,15 +40,15 @@ def main(argv: Sequence[str]) -> int:
     if args.flip_tta is not None and not args.with_nms:
         parser.error("--flip-tta goes with --with-nms (the raw export's JSON says how to apply it)")
 
-    from detector.loading import load_detector
+    from detector.deploy.loading import load_detector
 
     model = load_detector(args.checkpoint)
     if args.with_nms:
-        from detector.end_to_end import export_end_to_end
+        from detector.deploy.end_to_end import export_end_to_end
 
         written = export_end_to_end(model, args.onnx, args.flip_tta, args.opset)
     else:
-        from detector.export import export_onnx
+        from detector.deploy.export import export_onnx
 
         written = export_onnx(model, args.onnx, args.opset, args.dynamic_batch)
     print(f"wrote {written[0]} and {written[1]}")

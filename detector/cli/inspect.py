@@ -1,5 +1,5 @@
 """``detector inspect``: pictures of a config's anchors, matches and batches, or of a checkpoint's
-predictions (:mod:`detector.inspection`)."""
+predictions (:mod:`detector.inspection.views`)."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def main(argv: Sequence[str]) -> int:
     if args.what == "predictions" and not args.checkpoint:
         parser.error("predictions needs --checkpoint")
 
-    from detector.inspection import inspect_anchors, inspect_batches, inspect_matches, inspect_predictions, load_config
+    from detector.inspection.views import inspect_anchors, inspect_batches, inspect_matches, inspect_predictions, load_config
 
     cfg = load_config(args.config)
     cfg.data.update(num_workers=0, persistent_workers=False)  # a few batches: no worker start-up

@@ -1,6 +1,6 @@
 """``detector predict``: a checkpoint of any task, or an end-to-end ONNX export, on image files ->
-annotated pictures and COCO-format ``detections.json`` (:func:`detector.inference.predict_images`,
-a loop over :class:`detector.api.Detector` or :class:`detector.onnx_detector.OnnxDetector`).
+annotated pictures and COCO-format ``detections.json`` (:func:`detector.deploy.inference.predict_images`,
+a loop over :class:`detector.deploy.api.Detector` or :class:`detector.deploy.onnx_detector.OnnxDetector`).
 With ``--onnx`` nothing imports torch."""
 
 from __future__ import annotations
@@ -48,13 +48,13 @@ def main(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
 
     from detector.errors import ConfigError, MissingFileError
-    from detector.inference import find_images, predict_images
+    from detector.deploy.inference import find_images, predict_images
 
     paths = find_images(args.images)
     if not paths:
         raise MissingFileError(f"--images {args.images!r}: no image files found there")
     if args.onnx:
-        from detector.onnx_detector import OnnxDetector
+        from detector.deploy.onnx_detector import OnnxDetector
 
         detector = OnnxDetector(args.onnx)
         if args.flip_tta is not None and args.flip_tta != detector.flip_tta:
@@ -62,7 +62,7 @@ def main(argv: Sequence[str]) -> int:
             raise ConfigError(f"--onnx {args.onnx} was exported {state} flip TTA; export it again to change that")
         options = {}
     else:
-        from detector.api import Detector
+        from detector.deploy.api import Detector
 
         detector = Detector.from_checkpoint(args.checkpoint, args.device)
         options = {"flip_tta": args.flip_tta, "workers": args.workers}

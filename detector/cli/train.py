@@ -5,7 +5,7 @@
     detector train validate --config configs/shapes.yaml --ckpt_path best
     detector train lr_find  --config configs/shapes.yaml                 # lr_find.png + a suggestion
 
-The config links the values that must agree (:func:`detector.config.add_links`, plus the recipe's
+The config links the values that must agree (:func:`detector.training.config.add_links`, plus the recipe's
 length -> ``trainer.max_epochs``). Before anything is built, the model section is checked and the
 checkpoint given with ``--ckpt_path`` is read; with ``fit --ckpt_path`` the loggers continue the
 interrupted run's versions.
@@ -26,14 +26,14 @@ from jsonargparse import ArgumentError, DefaultHelpFormatter
 from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
-from detector.anchor_choice import resolve_auto_anchors
-from detector.cli.runs import place_run, refuse_plain_ddp, size_recipe, summary
-from detector.config import add_links, check_model_section
+from detector.autoanchor.choice import resolve_auto_anchors
+from detector.training.plan import place_run, refuse_plain_ddp, size_recipe, summary
+from detector.training.config import add_links, check_model_section
 from detector.data.datamodule import DetectionDataModule
 from detector.errors import CheckpointError, ConfigError
-from detector.lr_finder import lr_range_test
-from detector.private_apis import ConfigDecidesModel
-from detector.staged import StagedModule
+from detector.training.lr_finder import lr_range_test
+from detector.cli.private_apis import ConfigDecidesModel
+from detector.training.tasks.staged import StagedModule
 from detector.training.checkpoints import read_checkpoint
 from detector.training.runs import INHERITED, RunConfig, RunFolder
 
@@ -100,8 +100,8 @@ class RunConfigFile(SaveConfigCallback):
 
 
 class DetectorCLI(ConfigDecidesModel, LightningCLI):
-    """LightningCLI with the links of :func:`detector.config.add_links`, ``lr_find``, run folders
-    (:mod:`detector.cli.runs`), the checks before instantiation, and loggers that continue a
+    """LightningCLI with the links of :func:`detector.training.config.add_links`, ``lr_find``, run folders
+    (:mod:`detector.training.plan`), the checks before instantiation, and loggers that continue a
     resumed run. ``predict`` is ``detector predict``'s job."""
 
     run: RunFolder | None = None

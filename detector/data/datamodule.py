@@ -17,7 +17,7 @@ from detector.data.samplers import EpochSampler, ShardSampler
 from detector.data.skip_guard import DEFAULT_MAX_SKIPPED_FRACTION, check_fraction, check_split
 from detector.data.transforms import IMAGENET_MEAN, IMAGENET_STD, AugmentPreset, DetectionTransform
 from detector.errors import BadRecordError, ConfigError, MissingFileError
-from detector.private_apis import uses_distributed_sampler
+from detector.cli.private_apis import uses_distributed_sampler
 
 __all__ = ["DetectionDataModule", "ShapesSpec"]
 
@@ -60,7 +60,7 @@ class DetectionDataModule(L.LightningDataModule):
             ultralytics' ``close_mosaic`` for the last 10). 0 (the default): never.
         mean, std: the backbone's per-channel input statistics, for pixels in [0, 1].
         cache_images: keep the decoded images in memory after their first epoch (ultralytics'
-            ``cache=ram``; :mod:`detector.speed.image_cache`): later epochs skip the JPEG decode.
+            ``cache=ram``; :mod:`detector.data.image_cache`): later epochs skip the JPEG decode.
             ``setup`` logs the memory it takes and refuses it when that exceeds what is available.
         on_bad_record: ``"error"`` or ``"skip"`` (see ``detector.data.records``).
         max_skipped_fraction: under ``on_bad_record="skip"``, a split of which more than this share
@@ -158,7 +158,7 @@ class DetectionDataModule(L.LightningDataModule):
             self._check_batch_size()
             self._final_epoch()
         if self.hparams.cache_images:
-            from detector.speed.image_cache import check_cache_memory
+            from detector.data.image_cache import check_cache_memory
 
             check_cache_memory([self.splits[name] for name in wanted], self.hparams.image_size, self.hparams.num_workers)
 

@@ -70,7 +70,7 @@ class DetectionDataset(Dataset):
     worker processes and resumed runs alike).
 
     ``cache_images``: keep each decoded image in this process's memory after its first use, so
-    later epochs skip the JPEG decode (:mod:`detector.speed.image_cache`). Each loader worker
+    later epochs skip the JPEG decode (:mod:`detector.data.image_cache`). Each loader worker
     process keeps its own cache.
     """
 
@@ -87,7 +87,7 @@ class DetectionDataset(Dataset):
         self.on_bad_record, self.final = on_bad_record, final
         self.cache = None
         if cache_images:
-            from detector.speed.image_cache import ImageCache
+            from detector.data.image_cache import ImageCache
 
             self.cache = ImageCache()
 

@@ -1,9 +1,14 @@
-"""The network: backbone bodies and the lesson's SSD head; raw activations out."""
+"""The network: backbone bodies and the lesson's SSD head; raw activations out.
 
-from __future__ import annotations
+- :mod:`~detector.model.backbones`: bodies in three stages (strides 8, 16, 32), fastai's layer groups;
+- :mod:`~detector.model.head`: the lesson's ``SSD_MultiHead`` (``StdConv``, ``OutConv``), :class:`HeadConfig`;
+- :mod:`~detector.model.ssd`: body + head.
+"""
 
-from detector.model.backbones import BACKBONES, Backbone, backbone_stats, build_backbone
-from detector.model.head import SSDHead
-from detector.model.ssd import SSD, build_ssd
+import lazy_loader as _lazy
 
-__all__ = ["BACKBONES", "SSD", "Backbone", "SSDHead", "backbone_stats", "build_backbone", "build_ssd"]
+__getattr__, __dir__, __all__ = _lazy.attach(__name__, submod_attrs={
+    "backbones": ["BACKBONES", "Backbone", "backbone_stats", "build_backbone"],
+    "head": ["HeadConfig", "SSDHead"],
+    "ssd": ["SSD", "build_ssd"],
+})

@@ -78,7 +78,7 @@ class Backbone(nn.Module):
         out_channels: channels of the maps at strides 8, 16, 32.
         mean, std: the input statistics the weights were trained with.
         stage_runner: ``None`` (each stage runs as it is), or a callable ``(index, stage, x) -> map``
-            that runs stage ``index`` on ``x`` in its place (:class:`detector.speed.fold.FoldedStages`,
+            that runs stage ``index`` on ``x`` in its place (:class:`detector.training.fold.FoldedStages`,
             installed when the recipe leaves BatchNorm in eval mode). Not a module: outside
             ``state_dict``, ``.to()`` and the optimiser.
     """

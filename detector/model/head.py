@@ -62,7 +62,7 @@ class StdConv(nn.Module):
 
 def flatten_conv(x: Tensor, k: int) -> Tensor:
     """``(B, k*X, H, W) -> (B, H*W*k, X)``: row ``(h*W + w)*k + a`` holds channels ``a*X .. a*X+X-1``
-    of cell ``(h, w)``, which is anchor ``a`` of that cell in :func:`detector.anchors.make_anchors`."""
+    of cell ``(h, w)``, which is anchor ``a`` of that cell in :func:`detector.core.anchors.make_anchors`."""
     B, channels, H, W = x.shape
     if channels % k:
         raise ValueError(f"{channels} channels cannot be split among k = {k} anchors per cell")
@@ -135,7 +135,7 @@ class SSDHead(nn.Module):
         in_channels: the backbone's channels at strides 8, 16, 32.
         image_size: S, the side of the square input images.
         grids: grid sides in strictly decreasing order, each in :func:`head_grid_sizes`; the outputs
-            are concatenated in this order (the order of :func:`detector.anchors.make_anchors`).
+            are concatenated in this order (the order of :func:`detector.core.anchors.make_anchors`).
         k: anchors per cell.
         num_classes: C, real classes only.
         dropout, head_dropout, bias, channels, top_down: see :class:`HeadConfig` (the lesson's

@@ -1,14 +1,14 @@
 """The single-shot detector network: a backbone body and the lesson's SSD head, raw tensors out.
 
-Matching, loss and decoding live outside the network (:mod:`detector.matching`, :mod:`detector.loss`,
-:mod:`detector.postprocess`); the LightningModule wires them together.
+Matching, loss and decoding live outside the network (:mod:`detector.core.matching`, :mod:`detector.core.loss`,
+:mod:`detector.core.postprocess`); the LightningModule wires them together.
 """
 
 from __future__ import annotations
 
 from torch import Tensor, nn
 
-from detector.anchors import AnchorConfig, anchors_per_cell
+from detector.core.anchors import AnchorConfig, anchors_per_cell
 from detector.model.backbones import Backbone, build_backbone
 from detector.model.head import HeadConfig, SSDHead
 
@@ -17,7 +17,7 @@ __all__ = ["SSD", "BodyAndHead", "build_ssd"]
 
 class BodyAndHead(nn.Module):
     """A backbone body and a head, split into fastai's three layer groups; the SSD and the
-    stepping-stone networks of :mod:`detector.tasks` share this."""
+    stepping-stone networks of :mod:`detector.training.tasks` share this."""
 
     def __init__(self, backbone: Backbone, head: nn.Module) -> None:
         super().__init__()
@@ -27,7 +27,7 @@ class BodyAndHead(nn.Module):
     @property
     def layer_groups(self) -> list[nn.Module]:
         """fastai's three groups for freezing and learning rates: ``[body group 0, body group 1, head]``
-        (:data:`detector.recipe.FREEZE` names which are frozen)."""
+        (:data:`detector.training.recipe.FREEZE` names which are frozen)."""
         return [*self.backbone.layer_groups, self.head]
 
     def param_groups(self) -> list[list[nn.Parameter]]:
@@ -65,7 +65,7 @@ def build_ssd(
 ) -> SSD:
     """The SSD for ``num_classes`` real classes; the defaults are the lesson's multi-grid model.
 
-    Defaults: ResNet-34 at 224 px, :class:`~detector.anchors.AnchorConfig`'s grids 4x4/2x2/1x1 with
+    Defaults: ResNet-34 at 224 px, :class:`~detector.core.anchors.AnchorConfig`'s grids 4x4/2x2/1x1 with
     k = 9 anchors per cell (189 anchors), and :class:`~detector.model.head.HeadConfig`'s
     ``SSD_MultiHead`` (``drop=0.4`` for both dropouts, Lesson 9). The lesson's single-grid
     ``SSD_Head`` is ``AnchorConfig([4], [1.0], [(1.0, 1.0)])`` with ``HeadConfig(dropout=0.1,

@@ -3,7 +3,7 @@
 (a) :func:`ground_truth_grid`   images with their ground-truth boxes and class names;
 (b) :func:`anchor_figure`       the anchor grid of a config: one panel per grid size, all ``k``
                                 anchors of a few cells, the cell centres and the cell lines;
-(c) :func:`match_grid`          each object and the anchors matched to it (``detector.matching``),
+(c) :func:`match_grid`          each object and the anchors matched to it (``detector.core.matching``),
                                 in the object's colour;
 (d) :func:`raw_prediction_grid` the highest-scoring anchors' decoded boxes, before NMS;
 (e) :func:`detection_grid`      detections after NMS (and optionally the ground truth, dashed).
@@ -23,9 +23,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from torch import Tensor
 
-from detector.anchors import Anchors
-from detector.box_coder import BoxCoder, make_box_coder
-from detector.matching import match
+from detector.core.anchors import Anchors
+from detector.core.box_coder import BoxCoder, make_box_coder
+from detector.core.matching import match
 from detector.pictures.draw import _numpy, box_colour, draw_boxes, draw_label_text, image_grid
 
 __all__ = [
@@ -160,7 +160,7 @@ def match_grid(
 ) -> Figure:
     """(c) Each object (solid, named) and its positive anchors (dashed), in the object's colour.
 
-    Matching is :func:`detector.matching.match`, the training loss's own, so an object whose best
+    Matching is :func:`detector.core.matching.match`, the training loss's own, so an object whose best
     IoU with any anchor is low still gets its one forced anchor, and anchors over the threshold
     are drawn for every object they match.
 
@@ -263,7 +263,7 @@ def detection_grid(
     Args:
         images: ``(H, W, 3)`` uint8 arrays.
         predictions: per image ``boxes (N, 4)`` xyxy in that image's pixels, ``labels (N,)`` and,
-            optionally, ``scores (N,)`` (e.g. :func:`detector.postprocess.to_pixels`' output).
+            optionally, ``scores (N,)`` (e.g. :func:`detector.core.postprocess.to_pixels`' output).
             A stepping-stone task's prediction may lack ``labels`` (the box regressor: boxes
             only) or ``boxes`` (the classifiers: its labels are written in the top-left corner).
         targets: per image ``boxes (M, 4)`` xyxy pixels and ``labels (M,)``, or ``None``.

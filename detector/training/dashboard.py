@@ -13,7 +13,7 @@ from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from PIL import Image
 
-from detector.evaluation import format_table, summarize
+from detector.evaluation.evaluator import format_table, summarize
 from detector.training.loggers import CSVLogger
 
 __all__ = ["ResultsFolder", "ValidationPictures"]
@@ -21,7 +21,7 @@ __all__ = ["ResultsFolder", "ValidationPictures"]
 
 class ValidationPictures(L.Callback):
     """Every validation epoch, logs a grid of the first val images with predicted (solid, scored) and
-    ground-truth (dashed) boxes, and the metrics table (:func:`detector.evaluation.format_table`), to
+    ground-truth (dashed) boxes, and the metrics table (:func:`detector.evaluation.evaluator.format_table`), to
     whichever loggers the run uses (TensorBoard images/text, wandb images/tables, CSV: PNG and
     markdown files in the log dir). The detector only (it reads its detections and metrics)."""
 
@@ -94,9 +94,9 @@ def _log_figure(trainer: L.Trainer, tag: str, picture: Any) -> None:
 class ResultsFolder(L.Callback):
     """At each validation, the precision-recall curves and the confusion matrix go to TensorBoard
     and wandb; at the end of a fit, the last validation's results folder is written into the run's
-    folder (``results/val``, :func:`detector.results.write_results`), with the training curves of
+    folder (``results/val``, :func:`detector.evaluation.results.write_results`), with the training curves of
     the CSV log and the last :class:`ValidationPictures` grid. The detector's model gives it
-    itself (:meth:`detector.module.DetectorModule.configure_callbacks`)."""
+    itself (:meth:`detector.training.tasks.detection.DetectorModule.configure_callbacks`)."""
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: Any) -> None:
         found = getattr(pl_module, "last_validation", None)
@@ -105,7 +105,7 @@ class ResultsFolder(L.Callback):
         if not any(isinstance(lg, (TensorBoardLogger, WandbLogger)) for lg in trainer.loggers):
             return
         from detector.pictures import figure_to_array
-        from detector.results import result_figures
+        from detector.evaluation.results import result_figures
 
         for name, fig in result_figures(*found, pl_module.class_names, ("PR_curve", "confusion_matrix_normalized")).items():
             _log_figure(trainer, f"val/{name}", figure_to_array(fig))
@@ -114,7 +114,7 @@ class ResultsFolder(L.Callback):
         found = getattr(pl_module, "last_validation", None)
         if not trainer.is_global_zero or found is None:
             return
-        from detector.results import write_results
+        from detector.evaluation.results import write_results
 
         log = None
         for logger in trainer.loggers:

