@@ -1,2 +1,5 @@
 """`python eval.py ARGS` is `detector eval ARGS` (see `detector eval --help`)."""
-from detector.cli import shim; shim("eval")  # noqa: E702
+
+from detector.cli import shim
+
+shim("eval")

@@ -1,2 +1,5 @@
 """`python predict.py ARGS` is `detector predict ARGS` (see `detector predict --help`)."""
-from detector.cli import shim; shim("predict")  # noqa: E702
+
+from detector.cli import shim
+
+shim("predict")

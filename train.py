@@ -1,2 +1,5 @@
 """`python train.py ARGS` is `detector train ARGS` (see `detector train --help`)."""
-from detector.cli import shim; shim("train")  # noqa: E702
+
+from detector.cli import shim
+
+shim("train")

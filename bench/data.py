@@ -24,8 +24,8 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
@@ -39,9 +39,10 @@ from torchvision.io import ImageReadMode, decode_image, read_file  # noqa: E402
 from torchvision.transforms import v2  # noqa: E402
 
 from detector.data.dataset import DetectionDataset, collate_detections  # noqa: E402
-from detector.data.samplers import EpochSampler  # noqa: E402
 from detector.data.records import LoadedSplit, load_records  # noqa: E402
-from detector.data.transforms import IMAGENET_MEAN, IMAGENET_STD, DetectionTransform  # noqa: E402
+from detector.data.samplers import EpochSampler  # noqa: E402
+from detector.data.transforms import DetectionTransform  # noqa: E402
+from detector.defaults import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 
 SHARED = Path(os.environ.get("DETECTOR_SHARED", REPO.parent / "shared"))
 

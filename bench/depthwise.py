@@ -18,14 +18,14 @@ import argparse
 import json
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from shapes_step import interleaved_step_ms, main_stage_model, random_batch, shapes_init
 from torch import nn
 
 from detector.training.tasks.detection import DetectorModule
-from shapes_step import interleaved_step_ms, main_stage_model, random_batch, shapes_init
 
 VARIANTS = {  # name: (train_depthwise, norm_eval)
     "depthwise kernels train": (True, False),
@@ -65,12 +65,12 @@ def layer_table(model: DetectorModule, images: torch.Tensor, repeats: int) -> li
         y = F.conv2d(x, w, None, conv.stride, conv.padding, conv.dilation, conv.groups)
         g = torch.randn_like(y)
 
-        def backward(mask: list[bool]) -> Callable[[], object]:
+        def backward(mask: list[bool], g=g, x=x, w=w, args=args) -> Callable[[], object]:  # this layer's tensors
             return lambda: torch.ops.aten.convolution_backward(g, x, w, None, *args, mask)
 
         rows.append({
             "shape": f"{tuple(x.shape[1:])} k{w.shape[-1]} s{conv.stride[0]}",
-            "forward": median_ms(lambda: F.conv2d(x, w, None, conv.stride, conv.padding, conv.dilation, conv.groups), repeats),
+            "forward": median_ms(lambda x=x, w=w, c=conv: F.conv2d(x, w, None, c.stride, c.padding, c.dilation, c.groups), repeats),
             "backward": median_ms(backward([True, True, False]), repeats),
             "input grad only": median_ms(backward([True, False, False]), repeats),
         })

@@ -26,11 +26,10 @@ import statistics
 import time
 
 import torch
+from shapes_step import interleaved_step_ms, main_stage_model, random_batch, shapes_init
 
 from detector.model.backbones import build_backbone
 from detector.training.fold import FoldedStages, fold_batchnorm
-from shapes_step import interleaved_step_ms, main_stage_model, random_batch, shapes_init
-
 
 STEP_MODELS = {  # name: (norm_eval, fold)
     "as built": (False, False),

@@ -51,9 +51,9 @@ import statistics
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -63,9 +63,9 @@ from reference import actn_to_bb, random_targets, ssd_loss  # noqa: E402
 
 from detector.core.anchors import AnchorConfig, Anchors, make_anchors  # noqa: E402
 from detector.core.loss import SSDLoss  # noqa: E402
+from detector.core.postprocess import postprocess  # noqa: E402
 from detector.model import build_ssd  # noqa: E402
 from detector.model.head import HeadConfig  # noqa: E402
-from detector.core.postprocess import postprocess  # noqa: E402
 
 # configs/lesson9_ssd.yaml's model (tests/test_bench_gpu.py checks these against the file).
 BACKBONE, IMAGE_SIZE, BATCH, NUM_CLASSES, MAX_OBJECTS = "resnet34", 224, 64, 20, 20

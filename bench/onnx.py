@@ -37,12 +37,12 @@ REPO = Path(__file__).resolve().parents[1]
 # Run from anywhere, installed or not; and bench/ itself off the path, where this file would be `import onnx`.
 sys.path[:] = [str(REPO)] + [p for p in sys.path[1:] if Path(p or ".").resolve() != REPO / "bench"]
 
-from detector.deploy.api import Detector  # noqa: E402
 from detector.data.voc import VOC_CLASSES  # noqa: E402
+from detector.deploy.api import Detector  # noqa: E402
 from detector.deploy.end_to_end import export_end_to_end  # noqa: E402
-from detector.training.tasks.detection import DetectorModule  # noqa: E402
 from detector.deploy.onnx_detector import OnnxDetector  # noqa: E402
 from detector.deploy.prediction import Prediction  # noqa: E402
+from detector.training.tasks.detection import DetectorModule  # noqa: E402
 
 CASES = [  # (batch, score, flip_tta)
     (1, 0.25, False),

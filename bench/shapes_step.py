@@ -14,8 +14,8 @@ import torch
 import yaml
 from torch import Tensor
 
-from detector.training.tasks.detection import DetectorModule
 from detector.training.recipe import freeze_for_epoch
+from detector.training.tasks.detection import DetectorModule
 
 SHAPES_CONFIG = "configs/shapes.yaml"
 

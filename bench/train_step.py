@@ -29,9 +29,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from detector.data.dataset import DetectionDataset, collate_detections
-from detector.data.samplers import EpochSampler
 from detector.data.records import load_records
-from detector.data.transforms import IMAGENET_MEAN, IMAGENET_STD, DetectionTransform
+from detector.data.samplers import EpochSampler
+from detector.data.transforms import DetectionTransform
+from detector.defaults import IMAGENET_MEAN, IMAGENET_STD
 from detector.training.tasks.detection import DetectorModule
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "voc2007_sample"

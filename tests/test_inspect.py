@@ -17,7 +17,7 @@ from detector.core.anchors import make_anchors
 from detector.cli.inspect import main
 from detector.data.records import load_records
 from detector.data.shapes import CLASS_NAMES
-from detector.data.transforms import IMAGENET_MEAN
+from detector.defaults import IMAGENET_MEAN
 from detector.inspection.views import load_config
 from detector.training.tasks.detection import AnchorConfig, DetectorModule, HeadConfig
 from helpers import detector

@@ -12,7 +12,7 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from detector.evaluation.metrics import DetectionMetrics
+from detector.evaluation.metrics import DetectionMetrics, per_class
 from detector.evaluation.voc_ap import all_point_ap, check_images, eleven_point_ap, match_detections, voc_evaluate
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -36,9 +36,11 @@ def gt(boxes, labels, difficult=None) -> dict[str, torch.Tensor]:
 
 
 def metrics_of(preds, targets, num_classes: int) -> dict:
+    """The metric's result, its per-class values read as every caller reads them (``per_class``)."""
     m = DetectionMetrics(num_classes)
     m.update(preds, targets)
-    return m.compute()
+    r = m.compute()
+    return {**r, "per_class": per_class(r)}
 
 
 def random_split(seed: int, num_images: int = 12, num_classes: int = 4):
@@ -462,11 +464,13 @@ def test_a_ddp_sync_gathers_every_rank():
 
 
 def test_one_class_keeps_per_class_tensors():
-    """A one-class dataset (raccoon): per-class results stay (1,) tensors, not torchmetrics' squeezed scalars."""
+    """A one-class dataset (raccoon): per-class results read through ``per_class`` are (1,) tensors, not
+    torchmetrics' squeezed scalars."""
     m = DetectionMetrics(num_classes=1)
     box = torch.tensor([[0.1, 0.1, 0.5, 0.5]])
     m.update([{"boxes": box, "scores": torch.tensor([0.9]), "labels": torch.tensor([0])}],
              [{"boxes": box, "labels": torch.tensor([0]), "difficult": torch.tensor([False])}])
     r = m.compute()
-    assert {k: tuple(v.shape) for k, v in r["per_class"].items()} == {k: (1,) for k in r["per_class"]}
-    assert r["per_class"]["map_50"][0].item() == 1.0 and r["map_50"].item() == 1.0
+    kept = per_class(r)
+    assert {k: tuple(v.shape) for k, v in kept.items()} == {k: (1,) for k in r["per_class"]}
+    assert kept["map_50"][0].item() == 1.0 and r["map_50"].item() == 1.0

@@ -1,7 +1,8 @@
-"""Every private Lightning and torchmetrics API the package relies on (``detector/cli/private_apis.py``)
-still exists and behaves as relied on; each failure names the installed version, so that an upgrade
-that changes one says which, instead of training silently on part of the data or merging a
-checkpoint over the configuration. Nothing else in the package uses a private name of either."""
+"""The one private Lightning API the package relies on (``detector/cli/private_apis.py``) still exists
+and behaves as relied on; a failure names the installed version, so that an upgrade that changes it
+says so instead of merging a checkpoint over the configuration. Nothing else in the package uses a
+private name of Lightning or torchmetrics; what replaced the two that were retired (the samplers'
+``DistributedSampler`` base, ``per_class``) still does its job through public APIs."""
 
 from __future__ import annotations
 
@@ -9,23 +10,28 @@ import inspect
 from pathlib import Path
 
 import lightning
-import lightning as L
 import torch
 import torchmetrics
 from lightning.pytorch.cli import LightningCLI
-from torchmetrics import Metric
+from torch.utils.data.distributed import DistributedSampler
 
-from detector.evaluation.metrics import DetectionMetrics
-from detector.cli.private_apis import ConfigDecidesModel, KeepsPerClassShape, uses_distributed_sampler
+from detector.cli.private_apis import ConfigDecidesModel
+from detector.data.samplers import EpochSampler, ShardSampler
+from detector.evaluation.metrics import DetectionMetrics, per_class
 
 PACKAGE = Path(__file__).resolve().parents[1] / "detector"
 WHERE = f"(lightning {lightning.__version__}, torchmetrics {torchmetrics.__version__})"
 
 
-def test_trainer_keeps_use_distributed_sampler_where_it_is_read():
-    for value in (True, False):
-        trainer = L.Trainer(accelerator="cpu", devices=1, use_distributed_sampler=value, logger=False)
-        assert uses_distributed_sampler(trainer) is value, f"Trainer._accelerator_connector.use_distributed_sampler moved {WHERE}"
+def test_the_samplers_are_distributed_samplers_so_lightning_keeps_them():
+    """Lightning replaces a loader's sampler under DDP unless it is a ``DistributedSampler``; ours shard
+    the data themselves (no padded duplicates in evaluation, the augmentation seeded per sample)."""
+    train, shard = EpochSampler(10, seed=3, num_replicas=2, rank=1), ShardSampler(7, num_replicas=2, rank=1)
+    assert isinstance(train, DistributedSampler) and isinstance(shard, DistributedSampler)
+    assert len(train) == 5 and len(list(train)) == 5 and {e for e, _ in train} == {0}
+    train.set_epoch(4)
+    assert {e for e, _ in train} == {4}
+    assert list(shard) == [1, 3, 5] and len(shard) == 3  # every image once over the two ranks: 0, 2, 4, 6 on rank 0
 
 
 def test_lightning_cli_still_merges_checkpoint_hyperparameters_in_parse_ckpt_path():
@@ -36,25 +42,17 @@ def test_lightning_cli_still_merges_checkpoint_hyperparameters_in_parse_ckpt_pat
     assert ConfigDecidesModel._parse_ckpt_path(object()) is None
 
 
-def test_torchmetrics_wraps_compute_and_squeezes_one_element_tensors():
-    """Without the mixin a one-class dataset's per-class tensors come back 0-d; with it, ``(1,)``."""
-    assert callable(getattr(Metric, "_wrap_compute", None)), f"Metric._wrap_compute is gone {WHERE}"
-
-    class Plain(Metric):
-        def update(self) -> None:
-            pass
-
-        def compute(self) -> dict:
-            return {"per_class": {"ap": torch.ones(1)}}
-
-    class Kept(KeepsPerClassShape, Plain):
-        num_classes = 1
-
-    for cls, shape in ((Plain, ()), (Kept, (1,))):
-        metric = cls()
-        metric.update()
-        assert metric.compute()["per_class"]["ap"].shape == shape, f"torchmetrics' squeeze of compute() changed {WHERE}"
-    assert issubclass(DetectionMetrics, KeepsPerClassShape)
+def test_one_class_results_keep_their_per_class_shape():
+    """torchmetrics squeezes one-element results of ``compute()``; ``per_class`` gives them back as ``(1,)``."""
+    metric = DetectionMetrics(1)
+    box = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
+    metric.update([{"boxes": box, "scores": torch.tensor([0.9]), "labels": torch.tensor([0])}],
+                  [{"boxes": box, "labels": torch.tensor([0])}])
+    result = metric.compute()
+    assert result["per_class"]["map_50"].shape == (), f"torchmetrics no longer squeezes compute()'s results {WHERE}: drop per_class()"
+    kept = per_class(result)
+    assert {k: tuple(v.shape) for k, v in kept.items()} == {k: (1,) for k in result["per_class"]}
+    assert float(kept["map_50"][0]) == 1.0
 
 
 def test_no_other_module_uses_a_private_name_of_lightning_or_torchmetrics():

@@ -476,11 +476,21 @@ def test_pictures_of_classifier_and_regressor_predictions():
 
 def test_checkpoint_task_reads_the_class_and_refuses_unknown_ones():
     assert checkpoint_task({"task_class": "detector.training.tasks.largest.LargestBoxRegressor"}) is LargestBoxRegressor
-    cli = {"hyper_parameters": {"_class_path": "detector.training.tasks.MultiLabelClassifier"}}
-    assert checkpoint_task(cli) is MultiLabelClassifier
-    assert checkpoint_task({"hyper_parameters": {}}) is DetectorModule  # an SSD written outside the CLI
+    assert checkpoint_task({"task_class": "detector.training.tasks.detection.DetectorModule"}) is DetectorModule
+    # before every task wrote task_class, an SSD's checkpoint named none (the CLI's _class_path is not read)
+    cli = {"hyper_parameters": {"_class_path": "detector.module.DetectorModule"}}
+    assert checkpoint_task(cli) is DetectorModule and checkpoint_task({"hyper_parameters": {}}) is DetectorModule
     with pytest.raises(CheckpointError, match="'os.system', which is none of the known tasks"):
         checkpoint_task({"task_class": "os.system"})
+
+
+def test_every_task_names_itself_in_the_checkpoints_it_writes():
+    for model in (DetectorModule(num_classes=2, backbone="resnet18", weights="none"),
+                  LargestObjectClassifier(num_classes=2, backbone="resnet18", weights="none")):
+        checkpoint: dict = {}
+        model.on_save_checkpoint(checkpoint)
+        assert checkpoint_task(checkpoint) is type(model)
+        assert checkpoint["task_class"] == f"{type(model).__module__}.{type(model).__qualname__}"
 
 
 # --------------------------------------------------------------------------------------- configs

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from detector.data.transforms import IMAGENET_MEAN, IMAGENET_STD, PRESETS, DetectionTransform, build_pipeline
+from detector.data.transforms import PRESETS, DetectionTransform, build_pipeline
+from detector.defaults import IMAGENET_MEAN, IMAGENET_STD
 
 S = 64  # output side
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,12 +19,12 @@ from jsonargparse import Namespace
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
-from detector.core.anchors import AnchorConfig
 from detector.autoanchor.fit import AnchorChoice, best_anchor_iou, choose_anchors
+from detector.core.anchors import AnchorConfig
 from detector.data.datamodule import DetectionDataModule
 from detector.data.records import LoadedSplit, load_records
+from detector.defaults import IMAGE_SIZE, MATCH_IOU
 from detector.errors import ConfigError
-from detector.core.loss import LossConfig
 
 __all__ = ["AUTO", "anchor_settings", "describe_choice", "resolve_auto_anchors", "squashed_boxes", "train_split"]
 
@@ -64,7 +65,7 @@ def anchor_settings(model: Namespace | Mapping[str, Any]) -> tuple[AnchorConfig 
         anchors = AnchorConfig()
     elif anchors != AUTO and not isinstance(anchors, AnchorConfig):
         anchors = AnchorConfig(**_as_dict(anchors))
-    return anchors, int(init.get("image_size", 224)), float(loss.get("iou_threshold", LossConfig.iou_threshold))
+    return anchors, int(init.get("image_size", IMAGE_SIZE)), float(loss.get("iou_threshold", MATCH_IOU))
 
 
 def resolve_auto_anchors(config: Namespace) -> AnchorChoice | None:

@@ -11,8 +11,8 @@ import torch
 
 from detector.core.anchors import Anchors
 from detector.core.boxes import batched_box_iou
-from detector.data.records import LoadedSplit
 from detector.core.matching import match
+from detector.data.records import LoadedSplit
 
 __all__ = ["format_statistics", "match_statistics"]
 

@@ -29,9 +29,9 @@ gives a bit per (grid, zoom, ratio, box), and a combination's coverage is an OR 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -39,6 +39,7 @@ from torch import Tensor
 
 from detector.core.anchors import AnchorConfig, Anchors, make_anchors
 from detector.core.boxes import batched_box_iou, paired_box_iou, xyxy_to_cxcywh
+from detector.defaults import IMAGE_SIZE, MATCH_IOU
 from detector.model.head import head_grid_sizes
 
 __all__ = [
@@ -53,7 +54,7 @@ __all__ = [
     "nearest_cell_iou",
 ]
 
-IMAGE_SIZES: tuple[int, ...] = tuple(range(224, 641, 32))
+IMAGE_SIZES: tuple[int, ...] = tuple(range(IMAGE_SIZE, 641, 32))
 """Input sides to choose from: 224 (the lesson's, ImageNet's) to 640, multiples of the stride 32."""
 
 MIN_OBJECT_PX = 16
@@ -141,7 +142,7 @@ def choose_image_size(
 
 def choose_anchors(
     boxes: Tensor,
-    iou_threshold: float = 0.4,
+    iou_threshold: float = MATCH_IOU,
     target: float = 0.99,
     image_size: int | None = None,
     zooms: Sequence[float] = ZOOMS,

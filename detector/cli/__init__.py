@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Callable, NoReturn, Sequence
+from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 __all__ = ["COMMANDS", "Parser", "main", "run", "shim"]
 
@@ -22,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("detector.cli.predict", "detect objects in image files: pictures and detections.json"),
     "inspect": ("detector.cli.inspect", "draw a config's anchors, matches or batches, or a checkpoint's predictions"),
     "export": ("detector.cli.export", "export a checkpoint to ONNX"),
+    "runs": ("detector.cli.runs", "list the run folders: progress, best value, checkpoints, results"),
     "data": ("detector.cli.data", "import a labelled folder (VOC, YOLO, COCO); shapes, VOC 2007; a data report, anchors from the data"),
 }
 

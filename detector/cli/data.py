@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from detector.cli import Parser
+from detector.defaults import MAX_SKIPPED_FRACTION
 
 __all__ = ["main"]
 
@@ -51,7 +52,7 @@ def main(argv: Sequence[str]) -> int:
     imp.add_argument("--test-fraction", type=float, default=None, help="share of all images for a test split the source lacks (0.15)")
     imp.add_argument("--seed", type=int, default=0, help="seed of the stratified split")
     imp.add_argument("--on-bad-record", choices=("error", "skip"), default="error", help="skip: leave out the images of bad records")
-    imp.add_argument("--max-skipped-fraction", type=float, default=0.05, help="skip refuses to leave out more of a split's images or boxes")
+    imp.add_argument("--max-skipped-fraction", type=float, default=MAX_SKIPPED_FRACTION, help="skip refuses to leave out more of a split's images or boxes")
     imp.add_argument("--no-flip", dest="flip", action="store_false", help="no horizontal flip in training (text, digits: not mirror-symmetric)")
     imp.add_argument("--classes", nargs="+", default=None, help="VOC: the class names in label order (default: sorted)")
     imp.add_argument("--images", type=Path, default=None, help="COCO: the image folder (default: found beside the JSON)")

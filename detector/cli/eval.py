@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from detector.cli import Parser
+from detector.defaults import SPLITS
 
 __all__ = ["main"]
 
@@ -30,9 +32,9 @@ detections.json, the COCO results in original-image pixels, which pycocotools re
 def _data_args(args: argparse.Namespace, checkpoint: dict[str, Any], model: Any) -> dict[str, Any]:
     """The data module's arguments: the checkpoint's, overridden by ``--data`` or ``--json``; the
     image size and normalisation always the checkpoint's network's."""
-    from detector.training.config import read_config
+    from detector.defaults import SPLITS
     from detector.errors import ConfigError
-    from detector.evaluation.evaluator import SPLITS
+    from detector.training.config import read_config
 
     data = dict(checkpoint.get("datamodule_hyper_parameters") or {})
     data.pop("_instantiator", None)
@@ -57,7 +59,7 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--run", help="a run's name (its newest version with the checkpoint) or NAME/vN: its best.ckpt")
     parser.add_argument("--runs", default="runs", help="the folder of the runs (default: runs)")
     parser.add_argument("--which", default="best", choices=("best", "last"), help="with --run: which checkpoint")
-    parser.add_argument("--split", default="val", choices=("train", "val", "test"))
+    parser.add_argument("--split", default="val", choices=SPLITS)
     parser.add_argument("--data", help="a config whose data section replaces the checkpoint's")
     parser.add_argument("--json", help="a COCO-format JSON to evaluate on (as --split)")
     parser.add_argument("--image-dir", help="the folder the JSON's file names resolve against")
@@ -81,11 +83,11 @@ def main(argv: Sequence[str]) -> int:
             parser.error(f"{flag} must be in [0, 1]; got {value}")
 
     from detector.data.datamodule import DetectionDataModule
-    from detector.errors import ConfigError
     from detector.data.image import load_image
+    from detector.deploy.loading import load_detector, resolve_device
+    from detector.errors import ConfigError
     from detector.evaluation.evaluator import evaluate, format_table
     from detector.evaluation.results import predictions_figure, write_results
-    from detector.deploy.loading import load_detector, resolve_device
     from detector.training.checkpoints import read_checkpoint
     from detector.training.runs import find_run, run_of_checkpoint
 

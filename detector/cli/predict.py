@@ -6,8 +6,8 @@ With ``--onnx`` nothing imports torch."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from detector.cli import Parser
 
@@ -47,8 +47,8 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--no-pictures", action="store_true", help="write detections.json only")
     args = parser.parse_args(argv)
 
-    from detector.errors import ConfigError, MissingFileError
     from detector.deploy.inference import find_images, predict_images
+    from detector.errors import ConfigError, MissingFileError
 
     paths = find_images(args.images)
     if not paths:

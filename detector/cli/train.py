@@ -18,8 +18,9 @@ import os
 import re
 import shutil
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from jsonargparse import ArgumentError, DefaultHelpFormatter
@@ -27,15 +28,15 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from detector.autoanchor.choice import resolve_auto_anchors
-from detector.training.plan import place_run, refuse_plain_ddp, size_recipe, summary
-from detector.training.config import add_links, check_model_section
+from detector.cli.private_apis import ConfigDecidesModel
 from detector.data.datamodule import DetectionDataModule
 from detector.errors import CheckpointError, ConfigError
-from detector.training.lr_finder import lr_range_test
-from detector.cli.private_apis import ConfigDecidesModel
-from detector.training.tasks.staged import StagedModule
 from detector.training.checkpoints import read_checkpoint
+from detector.training.config import add_links, check_model_section
+from detector.training.lr_finder import lr_range_test
+from detector.training.plan import place_run, refuse_plain_ddp, size_recipe, summary
 from detector.training.runs import INHERITED, RunConfig, RunFolder
+from detector.training.tasks.staged import StagedModule
 
 __all__ = ["DetectorCLI", "DetectorTrainer", "main"]
 
@@ -114,8 +115,6 @@ class DetectorCLI(ConfigDecidesModel, LightningCLI):
         return commands
 
     def add_arguments_to_parser(self, parser: Any) -> None:
-        # The DataModule shards its data itself under DDP (no padded duplicates in evaluation).
-        parser.set_defaults({"trainer.use_distributed_sampler": False})
         parser.add_class_arguments(RunConfig, "run")
         add_links(parser)
 

@@ -17,8 +17,8 @@ With the lesson's grids ``[4, 2, 1]``, zooms ``[0.75, 1.0, 1.3]`` and ratios
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -50,7 +50,7 @@ class AnchorConfig:
     zooms: list[float] = field(default_factory=lambda: list(LESSON_ZOOMS))
     ratios: list[tuple[float, float]] = field(default_factory=lambda: list(LESSON_RATIOS))
 
-    def make(self) -> "Anchors":
+    def make(self) -> Anchors:
         """:func:`make_anchors` of these settings."""
         return make_anchors(self.grids, self.zooms, self.ratios)
 
@@ -85,12 +85,12 @@ class Anchors:
     def __len__(self) -> int:
         return self.cxcywh.shape[0]
 
-    def select(self, index: Tensor) -> "Anchors":
+    def select(self, index: Tensor) -> Anchors:
         """The anchors at ``index`` (e.g. the positive ones, for the loss); ``grids`` and ``k`` still
         describe the full set (the box coders read only ``cxcywh`` and ``cell_size``)."""
         return Anchors(self.cxcywh[index], self.cell_size[index], self.grids, self.k)
 
-    def to(self, device: torch.device | str) -> "Anchors":
+    def to(self, device: torch.device | str) -> Anchors:
         return Anchors(self.cxcywh.to(device), self.cell_size.to(device), self.grids, self.k)
 
 

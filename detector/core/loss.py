@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from detector.core.anchors import Anchors
 from detector.core.box_coder import BoxCoder, SSDCoder, make_box_coder
 from detector.core.matching import match
+from detector.defaults import MATCH_IOU
 
 __all__ = ["FocalBCESum", "LossConfig", "SSDLoss"]
 
@@ -51,7 +52,7 @@ class LossConfig:
     """The settings of :class:`SSDLoss` (see its arguments); the lesson's final model by default."""
 
     coder: Literal["tanh", "ssd"] = "tanh"
-    iou_threshold: float = 0.4
+    iou_threshold: float = MATCH_IOU
     focal: bool = True
     alpha: float = 0.25
     gamma: float = 2.0

@@ -26,6 +26,7 @@ from torch import Tensor
 
 from detector.core.anchors import Anchors
 from detector.core.boxes import batched_box_iou
+from detector.defaults import MATCH_IOU
 
 __all__ = ["Match", "match", "FORCED_OVERLAP"]
 
@@ -53,7 +54,7 @@ class Match(NamedTuple):
     overlap: Tensor
 
 
-def match(anchors: Anchors, boxes: Tensor, labels: Tensor, iou_threshold: float = 0.4) -> Match:
+def match(anchors: Anchors, boxes: Tensor, labels: Tensor, iou_threshold: float = MATCH_IOU) -> Match:
     """Assign every anchor of every image to a ground-truth object or to background.
 
     Args:

@@ -20,8 +20,8 @@ same; the lesson did not clip, but a box part outside the picture is not part of
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -29,6 +29,7 @@ from torch import Tensor
 from detector.core.anchors import Anchors
 from detector.core.box_coder import BoxCoder, make_box_coder
 from detector.core.boxes import clip_boxes
+from detector.defaults import EVAL_SCORE, NMS_IOU, PICTURE_SCORE
 
 __all__ = ["PostprocessConfig", "flip_merge", "postprocess", "to_pixels"]
 
@@ -44,9 +45,9 @@ class PostprocessConfig:
     and NMS. Twice the network's cost; ultralytics' ``augment`` and mmdetection's TTA do the same
     with more views, merging boxes after decoding instead."""
 
-    score_threshold: float = 0.01
-    picture_score_threshold: float = 0.25
-    iou_threshold: float = 0.4
+    score_threshold: float = EVAL_SCORE
+    picture_score_threshold: float = PICTURE_SCORE
+    iou_threshold: float = NMS_IOU
     topk_per_class: int = 50
     max_per_image: int = 100
     flip_tta: bool = False

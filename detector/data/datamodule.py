@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal, Optional
 
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_info
@@ -14,14 +13,12 @@ from torch.utils.data import DataLoader, Sampler
 from detector.data.dataset import DetectionDataset, collate_detections
 from detector.data.records import LoadedSplit, OnBadRecord, load_records, read_class_names
 from detector.data.samplers import EpochSampler, ShardSampler
-from detector.data.skip_guard import DEFAULT_MAX_SKIPPED_FRACTION, check_fraction, check_split
-from detector.data.transforms import IMAGENET_MEAN, IMAGENET_STD, AugmentPreset, DetectionTransform
+from detector.data.skip_guard import check_fraction, check_split
+from detector.data.transforms import AugmentPreset, DetectionTransform
+from detector.defaults import IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD, MAX_SKIPPED_FRACTION, Split
 from detector.errors import BadRecordError, ConfigError, MissingFileError
-from detector.cli.private_apis import uses_distributed_sampler
 
 __all__ = ["DetectionDataModule", "ShapesSpec"]
-
-Split = Literal["train", "val", "test"]
 
 
 @dataclass
@@ -73,17 +70,18 @@ class DetectionDataModule(L.LightningDataModule):
             ``{n_train: 64, n_val: 16}``) writes the synthetic shapes dataset into the folder of
             ``train_json`` in ``prepare_data`` when it is not there yet.
 
-    Under DDP the loaders shard the data themselves (:class:`EpochSampler`, :class:`ShardSampler`),
-    so the trainer must run with ``use_distributed_sampler=False`` (``detector train`` sets it).
+    Under DDP the loaders shard the data themselves (:class:`EpochSampler`, :class:`ShardSampler`:
+    ``DistributedSampler``s, which Lightning leaves in place): evaluation sees every image once,
+    without the duplicates Lightning's own sampler would pad the shards with.
     """
 
     def __init__(
         self,
         image_dir: str,
-        train_json: Optional[str] = None,
-        val_json: Optional[str] = None,
-        test_json: Optional[str] = None,
-        image_size: int = 224,
+        train_json: str | None = None,
+        val_json: str | None = None,
+        test_json: str | None = None,
+        image_size: int = IMAGE_SIZE,
         batch_size: int = 64,
         num_workers: int = 2,
         persistent_workers: bool = True,
@@ -95,16 +93,16 @@ class DetectionDataModule(L.LightningDataModule):
         std: tuple[float, float, float] = IMAGENET_STD,
         cache_images: bool = False,
         on_bad_record: OnBadRecord = "error",
-        max_skipped_fraction: float = DEFAULT_MAX_SKIPPED_FRACTION,
+        max_skipped_fraction: float = MAX_SKIPPED_FRACTION,
         flip: bool = True,
         seed: int = 0,
-        generate: Optional[ShapesSpec] = None,
+        generate: ShapesSpec | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
         check_fraction(max_skipped_fraction)
         self.generate = ShapesSpec(**generate) if isinstance(generate, dict) else generate
-        self.jsons: dict[Split, Optional[str]] = {"train": train_json, "val": val_json, "test": test_json}
+        self.jsons: dict[Split, str | None] = {"train": train_json, "val": val_json, "test": test_json}
         self.splits: dict[Split, LoadedSplit] = {}
         self.class_names, self.class_names_from = self._read_class_names()
 
@@ -132,7 +130,7 @@ class DetectionDataModule(L.LightningDataModule):
 
             ensure_shapes(Path(self.jsons["train"]).parent, **asdict(spec))
 
-    def setup(self, stage: Optional[str] = None) -> None:
+    def setup(self, stage: str | None = None) -> None:
         """Load and validate the splits that ``stage`` needs (all given ones when ``stage`` is None)."""
         needs: dict[str, tuple[Split, ...]] = {
             "fit": ("train",),
@@ -245,11 +243,6 @@ class DetectionDataModule(L.LightningDataModule):
         trainer = self.trainer
         if trainer is None or trainer.world_size == 1:
             return 1, 0
-        if uses_distributed_sampler(trainer):
-            raise ConfigError(
-                "DetectionDataModule shards its data itself under DDP: create the Trainer with "
-                "use_distributed_sampler=False (detector train does)"
-            )
         return trainer.world_size, trainer.global_rank
 
     def eval_dataloader(self, split: Split) -> DataLoader:

@@ -9,7 +9,7 @@ process, since each epoch's shuffle deals each process other images.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from lightning.pytorch.utilities import rank_zero_info

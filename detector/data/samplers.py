@@ -8,16 +8,16 @@ on the main process's copy would not reach them). Lightning calls ``sampler.set_
 the start of every training epoch, a resumed one included, and the shuffle order is seeded by
 (seed, epoch) as well: a run resumed at epoch e sees the same order and the same augmentation.
 
-Under DDP the samplers shard the data themselves (so the Trainer must run with
-``use_distributed_sampler=False``, which ``detector train`` sets).
+Under DDP the samplers shard the data themselves. Both are ``DistributedSampler``s, which Lightning
+keeps as they are (it only replaces a loader's sampler that is not one).
 """
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
-from torch.utils.data import Sampler
+from torch.utils.data.distributed import DistributedSampler
 
 __all__ = ["EpochSampler", "ShardSampler", "sample_seed"]
 
@@ -27,7 +27,7 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
     return int(np.random.SeedSequence(seed, spawn_key=(1, epoch, index)).generate_state(1)[0])
 
 
-class EpochSampler(Sampler[tuple[int, int]]):
+class EpochSampler(DistributedSampler):
     """Yields ``(epoch, index)`` for this process's share of a dataset of ``length``, shuffled by
     (seed, epoch).
 
@@ -38,11 +38,8 @@ class EpochSampler(Sampler[tuple[int, int]]):
     """
 
     def __init__(self, length: int, seed: int = 0, num_replicas: int = 1, rank: int = 0):
-        self.length, self.seed, self.epoch = length, seed, 0
-        self.num_replicas, self.rank = num_replicas, rank
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        super().__init__(range(length), num_replicas, rank, shuffle=True, seed=seed, drop_last=True)
+        self.length = length
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(0, self.epoch)))
@@ -53,12 +50,13 @@ class EpochSampler(Sampler[tuple[int, int]]):
         return self.length // self.num_replicas
 
 
-class ShardSampler(Sampler[int]):
+class ShardSampler(DistributedSampler):
     """Evaluation under DDP: process ``rank`` takes indices ``rank, rank + num_replicas, ...`` in
     order. Every image is evaluated exactly once; shards may differ by one image (torch's
     ``DistributedSampler`` would instead pad them with duplicates, which biases the metric)."""
 
     def __init__(self, length: int, num_replicas: int, rank: int):
+        super().__init__(range(length), num_replicas, rank, shuffle=False)
         self.indices = range(rank, length, num_replicas)
 
     def __iter__(self) -> Iterator[int]:

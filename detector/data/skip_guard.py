@@ -17,9 +17,8 @@ from collections.abc import Sequence
 from detector.data.records import LoadedSplit
 from detector.errors import BadRecordError, ConfigError
 
-__all__ = ["DEFAULT_MAX_SKIPPED_FRACTION", "check_fraction", "check_skipped", "check_split"]
+__all__ = ["check_fraction", "check_skipped", "check_split"]
 
-DEFAULT_MAX_SKIPPED_FRACTION = 0.05
 
 # How many problems the refusal quotes.
 _FIRST = 3

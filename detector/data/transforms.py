@@ -30,8 +30,9 @@ function of (image, boxes, seed), whatever process or worker runs it.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence, get_args
+from typing import Literal, get_args
 
 import albumentations as A
 import cv2
@@ -40,12 +41,12 @@ import torch
 from albumentations.pytorch import ToTensorV2
 from torch import Tensor
 
+from detector.defaults import IMAGENET_MEAN, IMAGENET_STD
+
 __all__ = [
     "AugmentPreset",
     "Augmented",
     "DetectionTransform",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
     "MIN_VISIBILITY",
     "PRESETS",
     "build_pipeline",
@@ -55,8 +56,6 @@ AugmentPreset = Literal["lesson", "strong", "ssd", "none"]
 PRESETS: tuple[str, ...] = get_args(AugmentPreset)
 
 # torchvision's ImageNet statistics, which the pretrained ResNet-34 expects.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # Fraction of a box's area that must stay in the picture for the box to be kept.
 MIN_VISIBILITY = 0.25

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from detector.errors import BadRecordError
 
-__all__ = ["VOC_CLASSES", "VocAnnotation", "VocFormatError", "VocObject", "convert_devkit", "parse_voc_xml"]
+__all__ = ["VOC_CLASSES", "VocAnnotation", "VocFormatError", "VocObject", "convert_devkit", "parse_voc_xml", "voc_to_xyxy"]
 
 # Everingham et al., "The PASCAL Visual Object Classes (VOC) Challenge", IJCV 2010: class order
 # of the devkit and of the course's JSON categories (ids 1..20).
@@ -124,15 +124,17 @@ def _plain(v: float) -> int | float:
     return int(v) if float(v).is_integer() else v
 
 
-def _extent(lo: float, hi: float) -> float:
-    """Pixels spanned by inclusive corners ``lo..hi``; coinciding corners span none (see top)."""
-    return hi - lo + 1 if hi != lo else 0
+def voc_to_xyxy(box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+    """VOC's 1-based inclusive corners ``(xmin, ymin, xmax, ymax)`` -> continuous xyxy pixels
+    ``(xmin - 1, ymin - 1, xmax, ymax)``; coinciding corners span no pixel (see top)."""
+    xmin, ymin, xmax, ymax = box
+    return (xmin - 1, ymin - 1, xmax if xmax != xmin else xmin - 1, ymax if ymax != ymin else ymin - 1)
 
 
 def _coco_annotation(obj: VocObject, category_id: int, image_id: int, ann_id: int) -> dict:
-    xmin, ymin, xmax, ymax = obj.box
-    x, y, w, h = (_plain(v) for v in (xmin - 1, ymin - 1, _extent(xmin, xmax), _extent(ymin, ymax)))
-    right, bottom = _plain(xmax - 1), _plain(ymax - 1)  # the last pixel's 0-based index
+    x0, y0, x1, y1 = voc_to_xyxy(obj.box)
+    x, y, w, h = (_plain(v) for v in (x0, y0, x1 - x0, y1 - y0))
+    right, bottom = _plain(obj.box[2] - 1), _plain(obj.box[3] - 1)  # the last pixel's 0-based index
     return {"segmentation": [[x, y, x, bottom, right, bottom, right, y]], "area": _plain(w * h),
             "iscrowd": 0, "image_id": image_id, "bbox": [x, y, w, h], "category_id": category_id,
             "id": ann_id, "ignore": int(obj.difficult)}

@@ -19,12 +19,13 @@ from __future__ import annotations
 import functools
 import importlib.util
 from pathlib import Path
+
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from detector.data.image import ImageDecodeError, load_image
-from detector.errors import BadImageError
 from detector.deploy.prediction import Prediction
+from detector.errors import BadImageError
 
 __all__ = ["PALETTE", "annotate", "draw", "label_size"]
 

@@ -23,22 +23,23 @@ everything for the other tasks.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from detector.deploy.annotate import draw
 from detector.data.image import ImageDecodeError
 from detector.data.transforms import DetectionTransform
-from detector.errors import BadImageError, ConfigError
+from detector.deploy.annotate import draw
 from detector.deploy.loading import load_model
-from detector.training.tasks.detection import DetectorModule
 from detector.deploy.prediction import Prediction, to_coco
 from detector.deploy.sources import Loaded, expand, load
+from detector.errors import BadImageError, ConfigError
+from detector.training.tasks.detection import DetectorModule
 from detector.training.tasks.staged import StagedModule
 
 __all__ = ["Detector"]
@@ -80,7 +81,7 @@ class Detector:
         self.transform = DetectionTransform("none", self.image_size, mean=backbone.mean, std=backbone.std)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "auto") -> "Detector":
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "auto") -> Detector:
         """The checkpoint's module (whichever task wrote it) on ``device`` (``auto``: a GPU when
         there is one). Raises :class:`~detector.errors.CheckpointError` naming the file when it is
         missing, unreadable or of no known task."""

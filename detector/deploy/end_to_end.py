@@ -57,9 +57,9 @@ from torch import Tensor, nn
 
 from detector.core.box_coder import make_box_coder
 from detector.core.boxes import clip_boxes
+from detector.core.postprocess import flip_merge
 from detector.deploy.export import sidecar, stamp
 from detector.training.tasks.detection import DetectorModule
-from detector.core.postprocess import flip_merge
 
 __all__ = ["EndToEnd", "OpenCVResize", "export_end_to_end"]
 

@@ -15,11 +15,10 @@ from typing import Any
 import torch
 
 from detector.errors import CheckpointError, CheckpointMismatchError, ConfigError
-from detector.training.tasks.detection import DetectorModule
-from detector.training.tasks.staged import StagedModule
-from detector.training.tasks import LargestBoxRegressor, LargestObjectClassifier, MultiLabelClassifier, SingleObjectDetector
-from detector.training.tasks.stepping import CHECKPOINT_TASK_KEY
 from detector.training.checkpoints import read_checkpoint
+from detector.training.tasks import LargestBoxRegressor, LargestObjectClassifier, MultiLabelClassifier, SingleObjectDetector
+from detector.training.tasks.detection import DetectorModule
+from detector.training.tasks.staged import CHECKPOINT_TASK_KEY, StagedModule
 
 __all__ = ["TASKS", "checkpoint_task", "load_detector", "load_model", "resolve_device"]
 
@@ -47,12 +46,10 @@ def resolve_device(name: str | torch.device) -> torch.device:
 def checkpoint_task(checkpoint: dict[str, Any], source: str | Path = "the checkpoint") -> type[StagedModule]:
     """The LightningModule class that wrote ``checkpoint`` (a loaded checkpoint dict).
 
-    Where it is named: the ``task_class`` entry a :class:`detector.training.tasks.TaskModule` writes, else
-    the ``_class_path`` LightningCLI stores in the hyperparameters; a checkpoint naming neither is
-    the SSD's (written by a ``DetectorModule`` outside the CLI).
+    Named by the ``task_class`` entry every task writes (:class:`~detector.training.tasks.staged.StagedModule`);
+    a checkpoint without it is the SSD's (older versions wrote it for the stepping stones only).
     """
-    hparams = checkpoint.get("hyper_parameters") or {}
-    path = checkpoint.get(CHECKPOINT_TASK_KEY) or hparams.get("_class_path") or "detector.training.tasks.detection.DetectorModule"
+    path = checkpoint.get(CHECKPOINT_TASK_KEY) or "detector.training.DetectorModule"
     name = str(path).rsplit(".", 1)[-1]
     if name not in TASKS:
         raise CheckpointError(f"{source} was written by {path!r}, which is none of the known tasks: {', '.join(TASKS)}")

@@ -16,17 +16,18 @@ share a batch (the graph takes one size per call). The flip TTA is whatever the 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image
 
-from detector.deploy.annotate import draw
 from detector.data.image import ImageDecodeError
-from detector.errors import BadImageError, CheckpointError, ConfigError, MissingFileError
+from detector.deploy.annotate import draw
 from detector.deploy.prediction import Prediction, to_coco
 from detector.deploy.sources import Loaded, expand, load
+from detector.errors import BadImageError, CheckpointError, ConfigError, MissingFileError
 
 __all__ = ["OnnxDetector"]
 

@@ -16,9 +16,10 @@ box regressor ``boxes``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -59,14 +60,14 @@ class Prediction:
         return len(next(x for x in (self.boxes, self.scores, self.labels) if x is not None))
 
     @classmethod
-    def failed(cls, path: Path, reason: str) -> "Prediction":
+    def failed(cls, path: Path, reason: str) -> Prediction:
         """The entry for a file that could not be read: nothing predicted, ``error`` says why."""
         return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64), [], 0, 0, path, reason)
 
     @classmethod
     def from_arrays(
         cls, pred: dict[str, np.ndarray], class_names: Sequence[str], width: int, height: int, **kw: Any
-    ) -> "Prediction":
+    ) -> Prediction:
         """From a dict of whichever of ``boxes (N, 4)`` (pixels), ``scores (N,)``, ``labels (N,)``
         the task predicts."""
         labels = pred.get("labels")

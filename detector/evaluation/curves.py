@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from detector.core.boxes import box_iou
+from detector.defaults import CONFUSION_IOU, PICTURE_SCORE
 from detector.evaluation.voc_ap import all_point_ap, check_images, class_precision_recall, match_detections
 
 __all__ = ["F1Curves", "PRCurve", "PRCurves", "confusion_matrix", "f1_curves", "pr_curves"]
@@ -183,8 +184,8 @@ def confusion_matrix(
     detections: list[dict[str, Tensor]],
     ground_truths: list[dict[str, Tensor]],
     num_classes: int,
-    score_threshold: float = 0.25,
-    iou_threshold: float = 0.45,
+    score_threshold: float = PICTURE_SCORE,
+    iou_threshold: float = CONFUSION_IOU,
 ) -> Tensor:
     """The detection confusion matrix of ultralytics (``ConfusionMatrix.process_batch``).
 

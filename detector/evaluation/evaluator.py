@@ -11,23 +11,23 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from tqdm import tqdm
 
 from detector.core.boxes import xyxy_to_xywh
-from detector.data.dataset import targets_in_pixels
-from detector.evaluation.metrics import DetectionMetrics
 from detector.core.postprocess import to_pixels
+from detector.data.dataset import targets_in_pixels
+from detector.evaluation.metrics import DetectionMetrics, per_class
 
 if TYPE_CHECKING:
     from detector.data.datamodule import DetectionDataModule
 
-__all__ = ["SPLITS", "Evaluation", "evaluate", "format_table", "summarize"]
+__all__ = ["Evaluation", "evaluate", "format_table", "summarize"]
 
-SPLITS = ("train", "val", "test")
 _SUMMARY_KEYS = ("map", "map_50", "map_75", "voc07_map_50", "voc_map_50")
 
 
@@ -52,7 +52,7 @@ def _number(x: Any) -> float | None:
 
 def summarize(result: dict[str, Any], class_names: Sequence[str]) -> dict[str, Any]:
     """:meth:`DetectionMetrics.compute`'s result -> the JSON-ready summary (module docstring)."""
-    pc = result["per_class"]
+    pc = per_class(result)
     summary: dict[str, Any] = {key: _number(result[key]) for key in _SUMMARY_KEYS}
     summary["per_class"] = {
         name: {
@@ -92,7 +92,7 @@ class Evaluation:
 
 @torch.no_grad()
 def evaluate(
-    model: Detects, dm: "DetectionDataModule", split: str, device: torch.device | str = "cpu", progress: bool = True
+    model: Detects, dm: DetectionDataModule, split: str, device: torch.device | str = "cpu", progress: bool = True
 ) -> Evaluation:
     """Run ``model`` over ``split`` of ``dm`` exactly as validation does (images only resized)."""
     dm.setup({"val": "validate", "test": "test"}.get(split, "fit"))

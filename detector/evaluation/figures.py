@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 
+from detector.defaults import CONFUSION_IOU, PICTURE_SCORE
 from detector.pictures.draw import _numpy, box_colour
 
 if TYPE_CHECKING:
@@ -136,8 +137,8 @@ def confusion_matrix_figure(
     matrix: Tensor | np.ndarray,
     class_names: Sequence[str],
     normalise: bool = True,
-    score_threshold: float = 0.25,
-    iou_threshold: float = 0.45,
+    score_threshold: float = PICTURE_SCORE,
+    iou_threshold: float = CONFUSION_IOU,
 ) -> Figure:
     """The detection confusion matrix as a heat map with its values written in the cells.
 

@@ -47,10 +47,9 @@ from torchmetrics import Metric
 from torchmetrics.detection import MeanAveragePrecision
 from torchmetrics.utilities.data import dim_zero_cat
 
-from detector.cli.private_apis import KeepsPerClassShape
 from detector.evaluation.voc_ap import check_images, voc_evaluate
 
-__all__ = ["DetectionMetrics", "FITNESS_MAP_50", "fitness"]
+__all__ = ["DetectionMetrics", "FITNESS_MAP_50", "fitness", "per_class"]
 
 FITNESS_MAP_50 = 0.1
 """Weight of mAP@0.5 in :func:`fitness` (the rest on COCO mAP), ultralytics' ``fitness()`` weights."""
@@ -63,7 +62,14 @@ def fitness(map_50: Any, coco_map: Any) -> Any:
     return FITNESS_MAP_50 * map_50 + (1 - FITNESS_MAP_50) * coco_map
 
 
-class DetectionMetrics(KeepsPerClassShape, Metric):
+def per_class(result: dict[str, Any]) -> dict[str, Tensor]:
+    """:meth:`DetectionMetrics.compute`'s ``per_class`` dict with every value ``(C,)``: torchmetrics
+    squeezes each one-element tensor that ``compute()`` returns to 0-d, so with one class the
+    per-class values come back 0-d (read them through this, never ``result["per_class"]``)."""
+    return {k: torch.atleast_1d(v) for k, v in result["per_class"].items()}
+
+
+class DetectionMetrics(Metric):
     """COCO mAP and VOC AP@0.5 over a whole split, per class too; states sync under DDP.
 
     Every image's detections and ground truth are kept as list states reduced by concatenation
@@ -80,8 +86,9 @@ class DetectionMetrics(KeepsPerClassShape, Metric):
     ``compute()`` returns 0-d float tensors ``map``, ``map_50``, ``map_75``, ``map_small``,
     ``map_medium``, ``map_large``, ``mar_100`` (COCO, difficult objects passed as ``iscrowd``),
     ``voc07_map_50``, ``voc_map_50`` (:func:`voc_evaluate` at IoU > 0.5), and ``per_class``: a dict
-    of ``(C,)`` tensors indexed by class ``map``, ``map_50``, ``map_75``, ``voc07_map_50``,
-    ``voc_map_50`` (NaN for classes without non-difficult ground truth) and ``num_positives`` (int64).
+    of tensors indexed by class ``map``, ``map_50``, ``map_75``, ``voc07_map_50``, ``voc_map_50``
+    (NaN for classes without non-difficult ground truth) and ``num_positives`` (int64), each ``(C,)``
+    as :func:`per_class` returns them (torchmetrics leaves them 0-d when ``C = 1``).
 
     ``**kwargs`` go to ``torchmetrics.Metric`` (e.g. ``dist_sync_fn``, ``process_group``).
     """

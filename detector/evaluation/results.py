@@ -18,15 +18,16 @@ and ground truth (the same per-image dicts :class:`detector.evaluation.metrics.D
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from torch import Tensor
 
-__all__ = ["CONFUSION_IOU", "CONFUSION_SCORE", "predictions_figure", "result_figures", "write_results"]
+from detector.defaults import CONFUSION_IOU, PICTURE_SCORE
 
-CONFUSION_SCORE = 0.25  # the picture threshold (the lesson's); ultralytics uses 0.25 too
-CONFUSION_IOU = 0.45  # ultralytics' ConfusionMatrix default
+__all__ = ["predictions_figure", "result_figures", "write_results"]
+
 
 
 FIGURES = ("PR_curve", "F1_curve", "confusion_matrix", "confusion_matrix_normalized", "per_class_ap")
@@ -44,12 +45,12 @@ def result_figures(
     C = len(class_names)
     pr = pr_curves(detections, ground_truths, C) if {"PR_curve", "per_class_ap"} & set(names) else None
     confusion = {"confusion_matrix", "confusion_matrix_normalized"} & set(names)
-    matrix = confusion_matrix(detections, ground_truths, C, CONFUSION_SCORE, CONFUSION_IOU) if confusion else None
+    matrix = confusion_matrix(detections, ground_truths, C, PICTURE_SCORE, CONFUSION_IOU) if confusion else None
     draw = {
         "PR_curve": lambda: pr_curve_figure(pr, class_names),
         "F1_curve": lambda: f1_curve_figure(f1_curves(detections, ground_truths, C), class_names),
-        "confusion_matrix": lambda: confusion_matrix_figure(matrix, class_names, False, CONFUSION_SCORE, CONFUSION_IOU),
-        "confusion_matrix_normalized": lambda: confusion_matrix_figure(matrix, class_names, True, CONFUSION_SCORE, CONFUSION_IOU),
+        "confusion_matrix": lambda: confusion_matrix_figure(matrix, class_names, False, PICTURE_SCORE, CONFUSION_IOU),
+        "confusion_matrix_normalized": lambda: confusion_matrix_figure(matrix, class_names, True, PICTURE_SCORE, CONFUSION_IOU),
         "per_class_ap": lambda: per_class_ap_figure(class_names, pr.ap, title="AP@0.5 per class (VOC all-point)"),
     }
     return {name: draw[name]() for name in names}

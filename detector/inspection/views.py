@@ -15,14 +15,13 @@ import torch
 from detector.autoanchor.choice import resolve_auto_anchors
 from detector.autoanchor.coverage import format_statistics, match_statistics
 from detector.core.anchors import AnchorConfig, Anchors
-from detector.training.config import read_config
+from detector.core.loss import LossConfig
 from detector.data.datamodule import DetectionDataModule
 from detector.data.dataset import DetectionDataset, collate_detections
 from detector.data.image import load_image
 from detector.data.transforms import DetectionTransform
-from detector.errors import ConfigError
 from detector.deploy.loading import load_detector
-from detector.core.loss import LossConfig
+from detector.errors import ConfigError
 from detector.pictures import (
     anchor_figure,
     denormalize,
@@ -32,6 +31,7 @@ from detector.pictures import (
     raw_prediction_grid,
     save_figure,
 )
+from detector.training.config import read_config
 
 __all__ = ["InspectConfig", "inspect_anchors", "inspect_batches", "inspect_matches", "inspect_predictions", "load_config"]
 

@@ -20,19 +20,19 @@ also takes its P3-P5 features from the block outputs.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 import torch
 import torchvision
 from torch import Tensor, nn
 
+from detector.defaults import IMAGENET_MEAN, IMAGENET_STD
+
 __all__ = ["BACKBONES", "Backbone", "backbone_stats", "build_backbone", "load_efficientnet_lite0", "load_resnet"]
 
 # torchvision's ImageNet statistics (the `transforms()` of every ResNet *_Weights enum).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 # The TF EfficientNet-Lite checkpoints expect inputs scaled to [-1, 1]: (x - 0.5) / 0.5.
 LITE_MEAN = (0.5, 0.5, 0.5)
 LITE_STD = (0.5, 0.5, 0.5)
@@ -97,7 +97,7 @@ class Backbone(nn.Module):
         self.out_channels = out_channels
         self.mean = mean
         self.std = std
-        self.stage_runner: Optional[Callable[[int, nn.Module, Tensor], Tensor]] = None
+        self.stage_runner: Callable[[int, nn.Module, Tensor], Tensor] | None = None
 
     @property
     def layer_groups(self) -> list[nn.Module]:

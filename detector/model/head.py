@@ -20,8 +20,8 @@ start at zero, so a pretrained body's maps are what the head first sees, as with
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F

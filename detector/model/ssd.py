@@ -9,6 +9,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from detector.core.anchors import AnchorConfig, anchors_per_cell
+from detector.defaults import IMAGE_SIZE
 from detector.model.backbones import Backbone, build_backbone
 from detector.model.head import HeadConfig, SSDHead
 
@@ -59,7 +60,7 @@ def build_ssd(
     num_classes: int,
     backbone: str = "resnet34",
     weights: str = "imagenet",
-    image_size: int = 224,
+    image_size: int = IMAGE_SIZE,
     anchors: AnchorConfig | None = None,
     head: HeadConfig | None = None,
 ) -> SSD:

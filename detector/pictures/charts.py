@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
-import numpy as np
 from matplotlib.figure import Figure
-from torch import Tensor
-
-from detector.pictures.draw import _numpy, box_colour
 
 __all__ = ["lr_finder_figure"]
 

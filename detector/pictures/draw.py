@@ -11,8 +11,8 @@ an image array (for loggers) or a file.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 

@@ -14,7 +14,7 @@ Boxes are ``(N, 4)`` xyxy in the pixels of the image they are drawn on; function
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -26,6 +26,7 @@ from torch import Tensor
 from detector.core.anchors import Anchors
 from detector.core.box_coder import BoxCoder, make_box_coder
 from detector.core.matching import match
+from detector.defaults import IMAGE_SIZE, MATCH_IOU
 from detector.pictures.draw import _numpy, box_colour, draw_boxes, draw_label_text, image_grid
 
 __all__ = [
@@ -88,7 +89,7 @@ def _anchor_rows(
 
 def anchor_figure(
     anchors: Anchors,
-    image_size: int = 224,
+    image_size: int = IMAGE_SIZE,
     cells: Sequence[tuple[float, float]] = ((0.0, 0.0), (0.5, 0.5)),
     image: np.ndarray | None = None,
     size: float = 4.0,
@@ -153,7 +154,7 @@ def match_grid(
     targets: Sequence[dict[str, Tensor | np.ndarray]],
     anchors: Anchors,
     class_names: Sequence[str] | None = None,
-    iou_threshold: float = 0.4,
+    iou_threshold: float = MATCH_IOU,
     titles: Sequence[str] | None = None,
     ncols: int = 4,
     size: float = 3.5,

@@ -11,8 +11,9 @@ before anything is built, naming the YAML keys.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import yaml
 from jsonargparse import ActionConfigFile, ArgumentError, Namespace
@@ -20,6 +21,7 @@ from lightning.pytorch.cli import LightningArgumentParser
 
 from detector.core.anchors import LESSON_GRIDS
 from detector.data.datamodule import DetectionDataModule
+from detector.defaults import IMAGE_SIZE
 from detector.errors import ConfigError, MissingFileError
 from detector.model import backbone_stats
 from detector.model.head import grid_problem
@@ -64,7 +66,7 @@ def check_model_section(model: Mapping[str, Any]) -> list[str]:
     if "anchors" not in init or init.get("anchors") == "auto":  # auto: chosen among the grids the head makes
         return []
     grids = list((init.get("anchors") or {}).get("grids") or LESSON_GRIDS)
-    problem = grid_problem(grids, init.get("image_size", 224))
+    problem = grid_problem(grids, init.get("image_size", IMAGE_SIZE))
     return [f"model.init_args.anchors.{problem}"] if problem else []
 
 

@@ -104,8 +104,8 @@ class ResultsFolder(L.Callback):
             return
         if not any(isinstance(lg, (TensorBoardLogger, WandbLogger)) for lg in trainer.loggers):
             return
-        from detector.pictures import figure_to_array
         from detector.evaluation.results import result_figures
+        from detector.pictures import figure_to_array
 
         for name, fig in result_figures(*found, pl_module.class_names, ("PR_curve", "confusion_matrix_normalized")).items():
             _log_figure(trainer, f"val/{name}", figure_to_array(fig))

@@ -68,7 +68,7 @@ class CSVLogger(Logger):
         return Path(self.log_dir) / "metrics.csv"
 
     @property
-    def experiment(self) -> "CSVLogger":
+    def experiment(self) -> CSVLogger:
         return self
 
     @rank_zero_only

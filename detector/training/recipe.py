@@ -19,8 +19,9 @@ every training epoch.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional, Sequence
+from typing import Any, Literal
 
 import lightning as L
 from torch import nn
@@ -90,7 +91,7 @@ class OptimizerConfig:
     momentum: float = 0.9
     div: float = 20.0
     cut_div: float = 10.0
-    end_div: Optional[float] = None
+    end_div: float | None = None
     fused: bool = True
 
 

@@ -12,16 +12,21 @@ read the newest version that has that checkpoint.
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Optional
+from typing import Any
 
 from detector.errors import ConfigError
 
-__all__ = ["INHERITED", "RunConfig", "RunFolder", "find_run", "new_run", "run_of_checkpoint", "shared_new_run", "versions"]
+__all__ = [
+    "INHERITED", "RunConfig", "RunFolder", "RunSummary", "find_run", "list_runs", "new_run", "run_of_checkpoint",
+    "shared_new_run", "versions",
+]
 
 INHERITED = "DETECTOR_RUN"  # the run folder a process started by the run's own launcher continues
 
@@ -39,9 +44,9 @@ class RunConfig:
             other subcommands and for ``--ckpt_path last``).
     """
 
-    name: Optional[str] = None
+    name: str | None = None
     root: str = "runs"
-    version: Optional[int] = None
+    version: int | None = None
 
 
 @dataclass(frozen=True)
@@ -132,3 +137,73 @@ def find_run(root: str | Path, name: str, needs: str, version: int | None = None
         f"no {needs} in {where}: train the run first (detector train fit), give --run.name or --run.version, "
         "or give --ckpt_path a checkpoint file"
     )
+
+
+@dataclass
+class RunSummary:
+    """What ``detector runs`` shows of one run folder, read from its files alone (no torch).
+
+    Attributes:
+        run: the folder.
+        started: when its resolved ``config.yaml`` was written (the run's start), or ``None``.
+        epochs: epochs logged so far (the CSV log's last epoch + 1), and the run's length when the
+            config gives it (``trainer.max_epochs``), else ``None``.
+        monitor: what ``best.ckpt`` keeps the best of (``val/fitness``, ``val/map_50``, ...), and its best
+            value and epoch in the CSV log (``None`` when nothing was logged yet).
+        checkpoints: the checkpoint files' stems (``best``, ``last``).
+        results: the splits of its results folder (``val``, ``test``).
+    """
+
+    run: RunFolder
+    started: datetime | None
+    epochs: tuple[int, int | None]
+    monitor: str | None
+    best: tuple[float, int] | None
+    checkpoints: list[str]
+    results: list[str]
+
+
+def _monitor(config: dict[str, Any]) -> tuple[str | None, str]:
+    """(what the first monitored ModelCheckpoint watches, its mode) in a resolved config."""
+    for callback in (config.get("trainer") or {}).get("callbacks") or []:
+        init = (callback or {}).get("init_args") or {}
+        if str(callback.get("class_path", "")).endswith("ModelCheckpoint") and init.get("monitor"):
+            return init["monitor"], init.get("mode", "min")
+    return None, "max"
+
+
+def summarize_run(run: RunFolder) -> RunSummary:
+    """The :class:`RunSummary` of ``run``; files a run has not written yet are left out, not errors."""
+    import yaml
+
+    config_file = run.path / "config.yaml"
+    config = yaml.safe_load(config_file.read_text()) if config_file.is_file() else {}
+    config = config if isinstance(config, dict) else {}
+    monitor, mode = _monitor(config)
+    rows: list[dict[str, str]] = []
+    log = run.path / "csv" / "metrics.csv"
+    if log.is_file():
+        with log.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+    done = max((int(float(r["epoch"])) + 1 for r in rows if r.get("epoch")), default=0)
+    best = None
+    scored = [(float(r[monitor]), int(float(r["epoch"]))) for r in rows if monitor and r.get(monitor) and r.get("epoch")]
+    if scored:
+        best = (max if mode == "max" else min)(scored, key=lambda v: v[0])
+    total = (config.get("trainer") or {}).get("max_epochs")
+    return RunSummary(
+        run,
+        datetime.fromtimestamp(config_file.stat().st_mtime) if config_file.is_file() else None,
+        (done, int(total) if isinstance(total, int) and total > 0 else None),
+        monitor,
+        best,
+        sorted(p.stem for p in run.checkpoints.glob("*.ckpt")) if run.checkpoints.is_dir() else [],
+        sorted(p.name for p in (run.path / "results").iterdir() if p.is_dir()) if (run.path / "results").is_dir() else [],
+    )
+
+
+def list_runs(root: str | Path, name: str | None = None) -> list[RunSummary]:
+    """Every run folder under ``root`` (or every version of run ``name``), by name then version."""
+    root = Path(root)
+    names = [name] if name else sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    return [summarize_run(RunFolder(root, n, v)) for n in names for v in versions(root, n)]

@@ -26,11 +26,8 @@ from detector.data.importers.splits import SplitPlan, plan_splits
 from detector.data.importers.voc_xml import looks_like_voc, read_voc
 from detector.data.importers.writing import summary, write_jsons
 from detector.data.importers.yolo_txt import find_yaml, looks_like_yolo, read_yolo
-from detector.data.skip_guard import (
-    DEFAULT_MAX_SKIPPED_FRACTION,
-    check_fraction,
-    check_skipped,
-)
+from detector.data.skip_guard import check_fraction, check_skipped
+from detector.defaults import MAX_SKIPPED_FRACTION
 from detector.errors import BadRecordError, ConfigError, MissingFileError
 
 __all__ = ["FORMATS", "Imported", "detect_format", "import_dataset", "read_source"]
@@ -120,7 +117,7 @@ def import_dataset(
     test_fraction: float | None = None,
     seed: int = 0,
     on_bad_record: str = "error",
-    max_skipped_fraction: float = DEFAULT_MAX_SKIPPED_FRACTION,
+    max_skipped_fraction: float = MAX_SKIPPED_FRACTION,
     flip: bool = True,
     classes: list[str] | None = None,
     images: str | Path | None = None,

@@ -25,7 +25,6 @@ from detector.data.image import ImageDecodeError, read_image_size
 
 __all__ = [
     "IMAGE_EXTENSIONS",
-    "SPLITS",
     "Problem",
     "Source",
     "SourceBox",
@@ -39,7 +38,6 @@ __all__ = [
 # Suffixes (lower case) of the image files the importers look for; PIL decodes all of them.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 
-SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)

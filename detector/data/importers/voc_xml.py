@@ -34,7 +34,8 @@ from detector.data.importers.source import (
     read_size,
     split_of_folder,
 )
-from detector.data.voc import VOC_CLASSES, VocAnnotation, VocFormatError, parse_voc_xml
+from detector.data.voc import VOC_CLASSES, VocAnnotation, VocFormatError, parse_voc_xml, voc_to_xyxy
+from detector.defaults import SPLITS
 from detector.errors import BadRecordError
 
 __all__ = ["looks_like_voc", "read_voc"]
@@ -91,7 +92,7 @@ def _unit(folder: Path, split: str | None) -> _Unit:
         if not files["train"].is_file():
             files["train"] = files["trainval"]
         # in split order: an image that trainval.txt (as train) and val.txt both name is val's
-        found = {s: files[s] for s in ("train", "val", "test") if files[s].is_file()}
+        found = {s: files[s] for s in SPLITS if files[s].is_file()}
         lists = {s: (p, [line.split()[0] for line in p.read_text().splitlines() if line.strip()]) for s, p in found.items()} or None
     where = "one folder" if xml_dir == image_dir else f"{xml_dir.name}/ + {image_dir.name}/"
     if lists:
@@ -103,14 +104,8 @@ def _units(root: Path) -> list[_Unit]:
     per_split = {split_of_folder(name): p for name, p in _subfolders(root).items() if split_of_folder(name)}
     per_split = {s: p for s, p in per_split.items() if looks_like_voc(p)}
     if "train" in per_split:
-        return [_unit(p, s) for s, p in sorted(per_split.items(), key=lambda sp: ("train", "val", "test").index(sp[0]))]
+        return [_unit(p, s) for s, p in sorted(per_split.items(), key=lambda sp: SPLITS.index(sp[0]))]
     return [_unit(root, None)]
-
-
-def _box(box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
-    """VOC's 1-based inclusive corners -> continuous pixels (coinciding corners: no extent)."""
-    xmin, ymin, xmax, ymax = box
-    return (xmin - 1, ymin - 1, xmax if xmax != xmin else xmin - 1, ymax if ymax != ymin else ymin - 1)
 
 
 def read_voc(root: Path, classes: list[str] | None = None) -> Source:
@@ -179,7 +174,7 @@ def read_voc(root: Path, classes: list[str] | None = None) -> Source:
             if obj.name not in names:
                 bad.append((f"{where}: class {obj.name!r} is not one of {names}", "unknown class"))
                 continue
-            xyxy, was_clipped, trouble = clip_box(_box(obj.box), *size)
+            xyxy, was_clipped, trouble = clip_box(voc_to_xyxy(obj.box), *size)
             if trouble:
                 corners = tuple(_plain(v) for v in obj.box)
                 if trouble == "box without extent":  # dropped, the image kept: a click without a drag

@@ -17,8 +17,9 @@ import os
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from detector.data.importers.source import SPLITS, Source, SourceImage
+from detector.data.importers.source import Source, SourceImage
 from detector.data.importers.splits import SplitPlan
+from detector.defaults import SPLITS
 
 __all__ = ["common_folder", "summary", "write_jsons"]
 

@@ -25,7 +25,6 @@ import yaml
 
 from detector.data.importers.source import (
     IMAGE_EXTENSIONS,
-    SPLITS,
     Problem,
     Source,
     SourceBox,
@@ -34,6 +33,7 @@ from detector.data.importers.source import (
     read_size,
     split_of_folder,
 )
+from detector.defaults import SPLITS
 from detector.errors import BadRecordError
 
 __all__ = ["find_yaml", "looks_like_yolo", "read_yolo"]

@@ -11,23 +11,23 @@ idea). Each part's settings are a dataclass beside the code it configures:
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 from torchmetrics import MeanMetric
 
 from detector.core.anchors import AnchorConfig, Anchors, mirror_index
+from detector.core.loss import LossConfig, SSDLoss
+from detector.core.postprocess import PostprocessConfig, flip_merge, postprocess, to_pixels
 from detector.data.dataset import targets_in_pixels
 from detector.errors import ConfigError
-from detector.core.loss import LossConfig, SSDLoss
-from detector.evaluation.metrics import DetectionMetrics, fitness
+from detector.evaluation.metrics import DetectionMetrics, fitness, per_class
 from detector.model import build_ssd
 from detector.model.head import HeadConfig
-from detector.core.postprocess import PostprocessConfig, flip_merge, postprocess, to_pixels
-from detector.training.tasks.staged import StagedModule, to_config
 from detector.training.dashboard import ResultsFolder
 from detector.training.guards import batch_is_empty
+from detector.training.tasks.staged import StagedModule, to_config
 
 __all__ = ["AnchorConfig", "DetectorModule", "HeadConfig", "LossConfig", "PostprocessConfig"]
 
@@ -49,10 +49,10 @@ class DetectorModule(StagedModule):
 
     def __init__(
         self,
-        anchors: Optional[Union[AnchorConfig, Literal["auto"]]] = None,
-        head: Optional[HeadConfig] = None,
-        loss: Optional[LossConfig] = None,
-        postprocess: Optional[PostprocessConfig] = None,
+        anchors: AnchorConfig | Literal["auto"] | None = None,
+        head: HeadConfig | None = None,
+        loss: LossConfig | None = None,
+        postprocess: PostprocessConfig | None = None,
         **kwargs: Any,
     ) -> None:
         if anchors == "auto":
@@ -146,9 +146,9 @@ class DetectorModule(StagedModule):
         for key in ("map", "map_50", "map_75", "voc07_map_50", "voc_map_50"):
             logs[f"{split}/{key}"] = torch.as_tensor(result[key], dtype=torch.float32)
         logs[f"{split}/fitness"] = fitness(logs[f"{split}/map_50"], logs[f"{split}/map"])  # what imported configs keep
-        per_class = result["per_class"]
+        ap_50 = per_class(result)["map_50"]
         for i, name in enumerate(self.class_names):
-            logs[f"{split}_ap50/{name}"] = torch.as_tensor(per_class["map_50"][i], dtype=torch.float32)
+            logs[f"{split}_ap50/{name}"] = torch.as_tensor(ap_50[i], dtype=torch.float32)
         self.log_dict(logs, sync_dist=False)  # already reduced over every process by torchmetrics
         self.last_metrics = {split: result}
         if split == "val":  # every process's images, for the curves of the results folder

@@ -29,8 +29,8 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from detector.core.boxes import clip_boxes
 from detector.model.backbones import build_backbone
-from detector.training.tasks.stepping import TaskModule, class_predictions, zero_loss
 from detector.training.tasks.nets import TaskNet, box_head, pooled_head, single_object_head
+from detector.training.tasks.stepping import TaskModule, class_predictions, zero_loss
 from detector.training.tasks.targets import LargestObject, largest_object
 
 __all__ = ["LargestBoxRegressor", "LargestObjectClassifier", "SingleObjectDetector", "DETN_CE_WEIGHT"]

@@ -20,10 +20,10 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.classification import MultilabelAccuracy, MultilabelF1Score
 
-from detector.model.backbones import build_backbone
 from detector.errors import ConfigError
-from detector.training.tasks.stepping import TaskModule, class_predictions
+from detector.model.backbones import build_backbone
 from detector.training.tasks.nets import TaskNet, pooled_head
+from detector.training.tasks.stepping import TaskModule, class_predictions
 from detector.training.tasks.targets import present_classes
 
 __all__ = ["MULTILABEL_THRESHOLD", "MultiLabelClassifier"]

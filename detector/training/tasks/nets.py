@@ -18,7 +18,7 @@ Lesson 8 puts every one of these heads on ResNet-34's conv body (224 px -> 512 x
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn

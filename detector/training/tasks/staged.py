@@ -12,21 +12,26 @@ writes its steps and :meth:`StagedModule.loss`.
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any, Optional
+from typing import Any
 
 import lightning as L
 import torch
 from torch import Tensor
 from torch.optim.lr_scheduler import LambdaLR
 
+from detector.defaults import IMAGE_SIZE
 from detector.errors import ConfigError
-from detector.training.recipe import OneCycle, OptimizerConfig, Recipe, Stage, StagedFreezing, total_epochs
 from detector.training.checkpoints import AtomicCheckpoints, check_checkpoint_fits
 from detector.training.guards import FiniteWeights, ImageCounts, batch_is_empty, check_finite_loss
 from detector.training.loggers import RunIdentity
+from detector.training.recipe import OneCycle, OptimizerConfig, Recipe, Stage, StagedFreezing, total_epochs
 from detector.training.rng import RNGState
 
-__all__ = ["StagedModule", "to_config"]
+__all__ = ["CHECKPOINT_TASK_KEY", "StagedModule", "to_config"]
+
+CHECKPOINT_TASK_KEY = "task_class"
+"""The checkpoint entry naming the LightningModule class that wrote it (read by
+:func:`detector.deploy.loading.checkpoint_task`)."""
 
 
 def to_config(cls: type, value: Any) -> Any:
@@ -71,12 +76,12 @@ class StagedModule(L.LightningModule):
     def __init__(
         self,
         num_classes: int = 20,
-        class_names: Optional[list[str]] = None,
+        class_names: list[str] | None = None,
         backbone: str = "resnet34",
         weights: str = "imagenet",
-        image_size: int = 224,
-        optimizer: Optional[OptimizerConfig] = None,
-        stages: Optional[list[Stage]] = None,
+        image_size: int = IMAGE_SIZE,
+        optimizer: OptimizerConfig | None = None,
+        stages: list[Stage] | None = None,
         train_bn: bool = True,
         norm_eval: bool = False,
         train_depthwise: bool = True,
@@ -177,6 +182,10 @@ class StagedModule(L.LightningModule):
         checkpoint writes) and the guards of a long run (finite weights, image counts) travel with
         the model, so every entry point (``detector train``, a hand-made Trainer) has them."""
         return [StagedFreezing(), RNGState(), RunIdentity(), AtomicCheckpoints(), FiniteWeights(), ImageCounts()]
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Name the task in the checkpoint, so that every command rebuilds the right class from it."""
+        checkpoint[CHECKPOINT_TASK_KEY] = f"{type(self).__module__}.{type(self).__qualname__}"
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse a checkpoint from another configuration, saying what differs

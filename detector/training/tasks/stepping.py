@@ -9,20 +9,16 @@ which metrics it keeps (:meth:`TaskModule.make_metrics`) and what they are fed
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from torch import Tensor, nn
 from torchmetrics import Metric
 
-from detector.training.tasks.staged import StagedModule
+from detector.defaults import Split
 from detector.training.guards import batch_is_empty, check_finite_loss
+from detector.training.tasks.staged import StagedModule
 
-__all__ = ["CHECKPOINT_TASK_KEY", "TaskModule", "class_predictions", "zero_loss"]
-
-# The checkpoint entry naming the LightningModule class that wrote it (see detector.deploy.loading.load_model).
-CHECKPOINT_TASK_KEY = "task_class"
-
-Split = Literal["train", "val", "test"]
+__all__ = ["TaskModule", "class_predictions", "zero_loss"]
 
 
 class TaskModule(StagedModule):
@@ -101,12 +97,6 @@ class TaskModule(StagedModule):
                 pred["boxes"] = pred["boxes"] * pred["boxes"].new_tensor([w, h, w, h])  # (N, 4) pixels
             pred["image_id"] = image_id
         return preds
-
-    # ------------------------------------------------------------------------------ checkpoints
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Name the task in the checkpoint, so ``detector predict`` rebuilds the right class."""
-        super().on_save_checkpoint(checkpoint)
-        checkpoint[CHECKPOINT_TASK_KEY] = f"{type(self).__module__}.{type(self).__qualname__}"
 
 
 def zero_loss(outputs: Tensor) -> Tensor:
