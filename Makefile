@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install train test test-slow test-floors mutation bench clean
+.PHONY: install lint train test test-slow test-floors mutation bench clean
 
 $(STAMP): constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,10 +23,15 @@ train: $(STAMP)
 	$(VENV)/bin/detector train fit --config configs/shapes.yaml
 	$(VENV)/bin/detector eval --run shapes --split val
 
-# `make test` runs the fast suite; `make test-slow` the tests marked slow (over a minute each on a
-# 2-core CPU: multi-process DDP runs). CI (.ci/run) runs both.
-test: $(STAMP)
+# `make test` lints (ruff: pyflakes, isort, pyupgrade, bugbear), checks the package's layers
+# (import-linter: each room imports only the rooms below it) and runs the fast suite; `make test-slow`
+# the tests marked slow (over a minute each on a 2-core CPU: multi-process DDP runs). CI (.ci/run) runs both.
+test: lint
 	$(PY) -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
