@@ -165,31 +165,35 @@ def _atss(iou: Tensor, is_real: Tensor, boxes: Tensor, anchors: Anchors, topk: i
     """ATSS's rule: ``(matched_idx, positive, overlap)``, each ``(B, A)``; ``iou`` ``(B, M, A)`` with
     padding rows at -1, ``boxes`` ``(B, M, 4)``."""
     B, M, A = iou.shape
-    # Step 1: squared centre distances, one (B, M, A) plane per coordinate.
     anchor_x, anchor_y = anchors.cxcywh[:, :2].to(boxes).t()  # (A,) each
     x1, y1, x2, y2 = (c[:, :, None] for c in boxes.unbind(dim=2))  # (B, M, 1) each
-    dx, dy = (x1 + x2) / 2 - anchor_x, (y1 + y2) / 2 - anchor_y  # (B, M, A) each
-    distance = dx * dx + dy * dy  # (B, M, A)
+    centre_x, centre_y = (x1 + x2) / 2, (y1 + y2) / 2  # (B, M, 1) each
 
-    # Step 2: per grid, the topk nearest anchors; among anchors tied with the k-th, the lowest first.
-    candidate = torch.zeros_like(iou, dtype=torch.bool)  # (B, M, A)
-    start, count = 0, 0
-    for size in anchors.level_sizes():  # a loop over the grids (a handful), not over images or objects
-        d = distance[:, :, start : start + size]  # (B, M, size)
+    # Steps 1-2, grid by grid (a handful: not a loop over images or objects): squared centre
+    # distances, then the topk nearest; among anchors tied with the k-th, the lowest first.
+    candidates, start = [], 0
+    for size in anchors.level_sizes():
+        dx = centre_x - anchor_x[start : start + size]  # (B, M, size)
+        dy = centre_y - anchor_y[start : start + size]  # (B, M, size)
+        distance = dx.mul_(dx).add_(dy.mul_(dy))  # (B, M, size)
         k = min(topk, size)
-        kth = d.kthvalue(k, dim=2, keepdim=True).values  # (B, M, 1) the k-th smallest distance
-        nearer, tied = d < kth, d == kth  # (B, M, size) each
-        room = k - nearer.sum(dim=2, keepdim=True)  # (B, M, 1) places left for the tied ones
-        candidate[:, :, start : start + size] = nearer | (tied & (tied.cumsum(dim=2) <= room))
-        start, count = start + size, count + k
+        kth = distance.topk(k, dim=2, largest=False).values[:, :, -1:]  # (B, M, 1) the k-th smallest
+        nearer, tied = distance < kth, distance == kth  # (B, M, size) each
+        room = k - nearer.sum(dim=2, keepdim=True, dtype=torch.int32)  # (B, M, 1) places left for the tied ones
+        take = nearer | (tied & (tied.cumsum(dim=2, dtype=torch.int32) <= room))  # (B, M, size) exactly k per object
+        candidates.append(take.nonzero()[:, 2].view(B, M, k) + start)  # (B, M, k) row-major: each object's k
+        start += size
+    candidate = torch.cat(candidates, dim=2)  # (B, M, K) anchor indices, K = sum over grids of min(topk, size)
 
     # Step 3: each object's threshold, mean + std of its candidates' IoU; positives inside the object.
-    cand_iou = torch.where(candidate, iou, 0.0)  # (B, M, A)
-    mean = cand_iou.sum(dim=2, keepdim=True) / count  # (B, M, 1)
-    spread = torch.where(candidate, iou - mean, 0.0)  # (B, M, A)
-    std = (spread * spread).sum(dim=2, keepdim=True).div(max(count - 1, 1)).sqrt()  # (B, M, 1)
-    inside = (anchor_x > x1) & (anchor_x < x2) & (anchor_y > y1) & (anchor_y < y2)  # (B, M, A) strictly
-    chosen = candidate & (iou >= mean + std) & inside & is_real[:, :, None]  # (B, M, A)
+    cand_iou = iou.gather(2, candidate)  # (B, M, K)
+    threshold = cand_iou.mean(dim=2, keepdim=True)  # (B, M, 1)
+    if candidate.shape[2] > 1:
+        threshold = threshold + cand_iou.std(dim=2, keepdim=True)  # (B, M, 1) unbiased, as torch.std
+    cand_x, cand_y = anchor_x.take(candidate), anchor_y.take(candidate)  # (B, M, K) each
+    inside = (cand_x > x1) & (cand_x < x2) & (cand_y > y1) & (cand_y < y2)  # (B, M, K) strictly
+    passed = (cand_iou >= threshold) & inside & is_real[:, :, None]  # (B, M, K)
+    chosen = torch.zeros_like(iou, dtype=torch.bool).scatter_(2, candidate, passed)  # (B, M, A)
 
     # Step 4: an anchor chosen by several objects goes to the one it overlaps most.
     owner_iou, owner = iou.masked_fill(~chosen, -1.0).max(dim=1)  # (B, A) each
