@@ -125,8 +125,13 @@ def test_inspect_compare_boxes_draws_what_each_model_detects(config, tmp_path, m
     cfg = views.load_config(config)
     views.inspect_compare_boxes(cfg, tmp_path, ckpt, ckpt, index=1, score=0.0)
     left, right = drawn["predictions"]
-    assert len(left["boxes"]) > 0
+    assert len(left["boxes"]) > len(drawn["target"]["boxes"])  # everything above 0
     torch.testing.assert_close(left["boxes"], right["boxes"])
+    views.inspect_compare_boxes(cfg, tmp_path, ckpt, ckpt, index=1)  # no --score: as many as objects, the best
+    best, _ = drawn["predictions"]
+    assert len(best["boxes"]) == len(drawn["target"]["boxes"]) > 0
+    torch.testing.assert_close(best["scores"], left["scores"][: len(best["scores"])])
+    left = best
     height, width = drawn["image"].shape[:2]
     assert float(left["boxes"][:, 2].max()) > 1.5  # in the original image's pixels, not [0, 1]
     assert drawn["target"]["boxes"].shape[1] == 4 and (drawn["target"]["boxes"][:, 2] <= width).all()

@@ -31,7 +31,8 @@ predictions:  raw_predictions.png (the 10 best-scoring anchors' boxes before NMS
               the checkpoint's image size and normalisation.
 compare-boxes: compare_boxes.png, --baseline's detections (left) and --checkpoint's (right) on one
               validation image (--index, default 0) over the same ground truth, each object's best
-              IoU with a detection of its class written at its corner: which fits tighter.
+              IoU with a detection of its class written at its corner: which fits tighter. Each
+              model's N best-scoring detections for an image of N objects (--score S: all above S).
 --palette 256 writes 256-colour PNGs, about 3x smaller (for pictures kept in a repository)."""
 
 
@@ -46,7 +47,8 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--checkpoint", help="predictions, compare-boxes: a .ckpt written by detector train")
     parser.add_argument("--baseline", help="compare-boxes: the .ckpt drawn on the left (the old default)")
     parser.add_argument("--index", type=int, default=0, help="compare-boxes: which validation image (default 0)")
-    parser.add_argument("--score", type=float, help="predictions, compare-boxes: the score threshold (default: the checkpoint's)")
+    parser.add_argument("--score", type=float, help="predictions, compare-boxes: the score threshold "
+                        "(default: predictions the checkpoint's, compare-boxes the N best for N objects)")
     parser.add_argument("--matching", choices=("fixed", "atss"), help="matches: this matching instead of the config's")
     parser.add_argument("--palette", type=int, help="reduce the PNGs to this many colours (e.g. 256)")
     args = parser.parse_args(argv)

@@ -215,8 +215,10 @@ def inspect_compare_boxes(
     """``out/compare_boxes.png``: ``baseline``'s detections (left) and ``checkpoint``'s (right) on
     validation image ``index`` (a training image when the config has no ``val_json``), drawn on the
     original over the same ground truth, each object's best IoU written at its corner. Each model sees
-    the image at its own size and normalisation; both draw detections above ``score`` (default: each
-    checkpoint's picture threshold)."""
+    the image at its own size and normalisation. Drawn: each model's N best-scoring detections, N the
+    image's objects, so that two models whose scores differ in scale show as many boxes each (a
+    picture threshold hides everything of a model that is not yet confident); with ``score``, every
+    detection above it instead."""
     models = [load_detector(path, "cpu") for path in (baseline, checkpoint)]
     dm = cfg.datamodule()
     name = "val" if dm.jsons["val"] else "train"
@@ -234,12 +236,15 @@ def inspect_compare_boxes(
         backbone = model.model.backbone
         dataset = DetectionDataset(split, DetectionTransform("none", model.image_size, backbone.mean, backbone.std))
         batch = collate_detections([dataset[index]])
-        threshold = model.post_cfg.picture_score_threshold if score is None else score
-        det = model.detect(batch["images"], score_threshold=threshold)[0]
+        det = model.detect(batch["images"], score_threshold=score)[0]  # None: the evaluation's threshold
+        if score is None:  # the best-scoring N (detections come highest score first)
+            det = {key: value[: max(1, len(record.boxes))] for key, value in det.items()}
         predictions.append({**det, "boxes": det["boxes"] * scale})
     names = [f"{side}: {'/'.join(Path(path).parts[-4:])}" for side, path in zip(("left", "right"), (baseline, checkpoint), strict=True)]
     target = {"boxes": record.boxes, "labels": record.labels}
     fig = box_comparison_figure(load_image(record.path), target, predictions, names, models[0].class_names)
-    fig.suptitle(f"{name} image {record.path.name}: ground truth dashed white, detections solid", fontsize=10)
+    n = max(1, len(record.boxes))
+    shown = f"the {n} best-scoring detection{'s' * (n > 1)}" if score is None else f"detections scoring above {score:g}"
+    fig.suptitle(f"{name} image {record.path.name}: ground truth dashed white, {shown} solid", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     return [save_figure(fig, out / "compare_boxes.png", dpi=100, palette=palette)]

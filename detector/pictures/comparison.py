@@ -24,7 +24,7 @@ def best_iou_per_object(prediction: dict[str, Tensor], target: dict[str, Tensor]
         target: ``boxes (M, 4)`` xyxy in the same units and ``labels (M,)``.
     """
     boxes = torch.tensor(_numpy(target["boxes"]), dtype=torch.float32).reshape(-1, 4)  # (M, 4) a copy: records are read-only
-    labels = torch.as_tensor(_numpy(target["labels"])).reshape(-1)  # (M,)
+    labels = torch.tensor(_numpy(target["labels"])).reshape(-1)  # (M,)
     found = torch.as_tensor(_numpy(prediction["boxes"]), dtype=torch.float32).reshape(-1, 4)  # (N, 4)
     found_labels = torch.as_tensor(_numpy(prediction["labels"])).reshape(-1)  # (N,)
     if len(found) == 0 or len(boxes) == 0:
@@ -61,13 +61,17 @@ def box_comparison_figure(
     for ax, pred, name in zip(axes, predictions, names, strict=True):
         ax.imshow(image)
         draw_boxes(ax, truth, colours=["white"] * len(truth), linestyle="--", linewidth=2.0, outline=1.5)
-        draw_boxes(ax, pred["boxes"], pred["labels"], class_names, pred["scores"], colour_offset=7, linewidth=1.8)
+        draw_boxes(ax, pred["boxes"], pred["labels"], class_names, pred["scores"], colour_offset=3, linewidth=1.8)  # red first
         best = best_iou_per_object(pred, target)  # (M,)
         for (x1, _, _, y2), iou in zip(truth, best.tolist(), strict=True):
             text = ax.text(x1, y2, f"IoU {iou:.2f}", va="bottom", color="white", fontsize=9, weight="bold", clip_on=True)
             text.set_path_effects(_outline(3.0))
         mean = f"{float(best.mean()):.3f}" if len(best) else "n/a"
-        ax.set_title(f"{name}\nmean best IoU of the {len(best)} objects: {mean}; {len(pred['boxes'])} detections",
-                     fontsize=10)
+        ax.set_title(f"{name}\nmean best IoU of the {_count(len(best), 'object')}: {mean}; "
+                     f"{_count(len(pred['boxes']), 'detection')}", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
