@@ -14,6 +14,7 @@ interrupted run's versions.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import shutil
@@ -189,6 +190,13 @@ def _cli(args: Sequence[str] | None, **kwargs: Any) -> DetectorCLI:
     )
 
 
+class _NoAdvert(logging.Filter):
+    """Lightning 2.6 logs a tip advertising its hosted logger (litlogger) at every fit: left out."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
 def main(argv: Sequence[str]) -> int:
     """``detector train ARGS``: a configuration mistake is one line and status 2; a run that stops
     before it wrote a checkpoint leaves no folder behind; the end says what was written.
@@ -199,9 +207,12 @@ def main(argv: Sequence[str]) -> int:
         raise ConfigError("predicting is detector predict --checkpoint CKPT --images PATH --out DIR (pictures and detections.json)")
     argv = [_alias(a) for a in argv]
     DetectorCLI.run = None
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoAdvert())  # where rank_zero_info writes
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within Python")
+            # Lightning 2.6's own pytree helper builds torch's deprecated LeafSpec: not ours to fix, nor to show.
+            warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
             try:
                 done = cli(argv)
             except ArgumentError as e:
