@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import yaml
+
 from coco_files import write_jpeg
 
 # (stem, extension, width, height, split, [(class, x0, y0, x1, y1) continuous pixels]); mixed-case
@@ -58,8 +59,10 @@ def _filename(stem: str, ext: str) -> str | None:
     return {"b": "b.jpg", "c": None, "d": "d.jpg"}.get(stem, stem + ext)
 
 
-def voc(root: Path, layout: str, sizes: bool = True) -> Path:
-    """The dataset in VOC ``layout``: devkit (ImageSets), devkit_no_sets, one_folder, two_folders, per_split."""
+def voc(root: Path, layout: str, sizes: bool = True, moved: dict[str, str] | None = None) -> Path:
+    """The dataset in VOC ``layout``: devkit (ImageSets), devkit_no_sets, one_folder, two_folders, per_split;
+    ``moved``: {stem: the folder below ``root`` its XML is written in instead} (an XML misplaced as
+    in some published devkits: beside its image in JPEGImages/, or elsewhere)."""
     for k, (stem, ext, w, h, split, boxes) in enumerate(TRUTH):
         xml_dir, image_dir = {
             "devkit": ("Annotations", "JPEGImages"), "devkit_no_sets": ("Annotations", "JPEGImages"),
@@ -67,6 +70,7 @@ def voc(root: Path, layout: str, sizes: bool = True) -> Path:
             "per_split": (FOLDER[split], FOLDER[split]),
         }[layout]
         image(root / image_dir / (stem + ext), w, h, boxes, k)
+        xml_dir = (moved or {}).get(stem, xml_dir)
         voc_xml(root / xml_dir / f"{stem}.xml", _filename(stem, ext), (w, h) if sizes else None, boxes)
     if layout == "devkit":
         sets = root / "ImageSets" / "Main"
