@@ -33,6 +33,22 @@ def image(path: Path, width: int, height: int, boxes: list, seed: int) -> Path:
     return path
 
 
+def truncate(path: Path, n: int = 20) -> Path:
+    """``path`` without its last ``n`` bytes (a download cut short): PIL still reads the header,
+    and the picture too with ``LOAD_TRUNCATED_IMAGES``, its missing end grey."""
+    data = path.read_bytes()
+    path.write_bytes(data[:-n])
+    return path
+
+
+def cut_before_scan(path: Path) -> Path:
+    """A JPEG cut just before its start-of-scan marker: PIL reads its header (size, mode), but no
+    picture at all, not even with ``LOAD_TRUNCATED_IMAGES``."""
+    data = path.read_bytes()
+    path.write_bytes(data[:data.index(b"\xff\xda")])
+    return path
+
+
 def voc_xml(path: Path, filename: str | None, size: tuple[int, int] | None, boxes: list) -> Path:
     """A VOC XML: 1-based inclusive corners, so a continuous x0..x1 is written xmin = x0 + 1, xmax = x1."""
     return voc_xml_raw(path, filename, size, [(name, x0 + 1, y0 + 1, x1, y1) for name, x0, y0, x1, y1 in boxes])
