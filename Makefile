@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install lint train test test-slow test-floors mutation bench clean
 
-$(STAMP): constraints.txt pyproject.toml
+$(STAMP): constraints.txt pyproject.toml requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
