@@ -105,7 +105,7 @@ class ErrorAnalysis:
     ``{kind: dAP}`` for the six :data:`ERROR_KINDS`; ``dap_false_positives``,
     ``dap_false_negatives``: the special errors (not clamped); ``errors``: ``{kind: count}`` over
     every evaluated detection and object (ignored detections not counted); ``images``: one
-    :class:`ImageVerdicts` per image.
+    :class:`ImageVerdicts` per image; ``iou``, ``background_iou``: the thresholds it used.
     """
 
     ap: float
