@@ -158,5 +158,6 @@ def worst_images_figure(
         + "; ".join(f"{k}: {KIND_MEANING[k]}" for k in FP_KINDS),
         fontsize=9, y=0.0, va="bottom",
     )
-    fig.tight_layout(rect=(0, 0.05, 1, 0.93), h_pad=2.5)
+    height = fig.get_figheight()  # inches: the legend and the caption keep their room with one row or many
+    fig.tight_layout(rect=(0, 0.45 / height, 1, 1 - 0.6 / height), h_pad=2.5)
     return fig
