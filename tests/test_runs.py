@@ -5,6 +5,7 @@ it starts, and a summary that names files that exist."""
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from pathlib import Path
 
@@ -44,7 +45,11 @@ def test_each_fit_takes_a_new_version_and_resume_continues_the_newest(tiny, tmp_
     assert set(first) == {"best.ckpt", "last.ckpt"} and (run_path(tmp_path, 1) / "config.yaml").is_file()
     results = run_path(tmp_path, 1) / "results" / "val"  # the last validation's, written at the end of the fit
     pictures = ["F1_curve", "PR_curve", "confusion_matrix", "confusion_matrix_normalized", "per_class_ap", "results"]
-    assert sorted(p.name for p in results.iterdir()) == sorted([f"{n}.png" for n in pictures] + ["metrics.json"])
+    pictures += ["errors", "worst_images"]  # the error analysis: worst_images from the val split's files
+    assert sorted(p.name for p in results.iterdir()) == sorted([f"{n}.png" for n in pictures] + ["errors_per_image.csv", "metrics.json"])
+    rows = (results / "errors_per_image.csv").read_text().splitlines()
+    assert len(rows) == 1 + 7 and all(row.split(",")[1].startswith("val_") for row in rows[1:])  # the 7 val images, named
+    assert "errors" in json.loads((results / "metrics.json").read_text())
     for name in pictures:
         with Image.open(results / f"{name}.png") as image:
             assert image.format == "PNG" and image.size[0] > 500, name

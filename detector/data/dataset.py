@@ -185,12 +185,15 @@ def _pad(rows: list[Tensor], row_shape: tuple[int, ...], dtype: torch.dtype, val
 
 def targets_in_pixels(batch: dict[str, Tensor]) -> list[dict[str, Tensor]]:
     """A batch's ground truth -> per image ``boxes (n, 4)`` xyxy in original-image pixels,
-    ``labels (n,)`` and ``difficult (n,)``, padding removed (what the metrics take)."""
+    ``labels (n,)``, ``difficult (n,)`` and ``image_id`` (0-d), padding removed (what the metrics take)."""
     h, w = batch["sizes"][:, 0:1], batch["sizes"][:, 1:2]  # (B, 1) each
     scale = torch.cat([w, h, w, h], dim=1).to(batch["boxes"].dtype)  # (B, 4)
     boxes = batch["boxes"] * scale[:, None, :]  # (B, M, 4)
     real = batch["labels"] >= 0  # (B, M)
     return [
-        {"boxes": boxes[i][real[i]], "labels": batch["labels"][i][real[i]], "difficult": batch["difficult"][i][real[i]]}
+        {
+            "boxes": boxes[i][real[i]], "labels": batch["labels"][i][real[i]], "difficult": batch["difficult"][i][real[i]],
+            "image_id": batch["image_ids"][i],
+        }
         for i in range(boxes.shape[0])
     ]

@@ -182,7 +182,7 @@ def summary(run: RunFolder, trainer: Any, subcommand: str, eval_split: str = "te
         lines.append(f"  logs: {logs} (tensorboard --logdir {logs})")
     results = run.path / "results" / "val"
     if subcommand == "fit" and results.is_dir():
-        lines.append(f"  results: {results} (PR and F1 curves, confusion matrix, per-class AP, training curves)")
+        lines.append(f"  results: {results} (PR and F1 curves, confusion matrix, per-class AP, training curves, error analysis)")
     checkpoint = _show(best.best_model_path if best is not None else last) if (best or last) else None
     if subcommand == "fit" and checkpoint:
         lines += [
