@@ -71,7 +71,7 @@ class TaskModule(StagedModule):
         if n:
             self.log_dict(
                 {f"{split}/{k}": v.detach() for k, v in terms.items()},
-                on_step=train, on_epoch=True, batch_size=n, sync_dist=not train,
+                on_step=train, on_epoch=True, batch_size=n, sync_dist=True,  # means over every process's images
             )
         metrics: nn.ModuleDict = getattr(self, f"{split}_metrics")
         for name, (preds, target) in self.metric_inputs(outputs.detach(), batch).items():
