@@ -8,6 +8,9 @@ load (``--trainer.callbacks+=tests.multinode.RankDigests``), and the comparisons
 * :class:`SnapshotRun`: copies the run folder as it stands when a given epoch starts: what a run
   killed there leaves behind, for a resume that must continue bit for bit.
 * :func:`torchrun_nodes`, :func:`slurm_nodes`: start the two nodes' processes and wait for them.
+* :func:`one_machine_check`: the same checks over several devices of one machine, Lightning
+  starting the processes: ``make gpu-check`` runs it on every GPU (``python tests/multinode.py
+  --accelerator gpu --devices N``), ``tests/test_gpu_check.py`` on two CPU processes.
 """
 
 from __future__ import annotations
@@ -42,8 +45,9 @@ def digest(tensor: torch.Tensor) -> str:
 class RankDigests(L.Callback):
     """Writes ``out/rank{R}.json`` when training ends on process R: ``steps``, one entry per training
     step (epoch, global step, a digest of every parameter, the names of those that required a
-    gradient), and ``epochs``, one per epoch's end, after its validation (a digest of every parameter
-    and buffer of the module's ``state_dict``: what its checkpoint holds)."""
+    gradient), ``epochs``, one per epoch's end, after its validation (a digest of every parameter
+    and buffer of the module's ``state_dict``: what its checkpoint holds), and on a GPU the peak
+    memory the process allocated."""
 
     def __init__(self, out: str) -> None:
         self.out = Path(out)
