@@ -453,9 +453,10 @@ def last_val(root: Path, name: str) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_ddp_checkpoint_evaluates_every_image_once_in_one_or_two_processes_and_in_eval_py(tiny: Path, tmp_path: Path):
-    """Train with 2 CPU processes (refused with plain DDP: the recipe freezes groups); from that
-    checkpoint, validate with 1 and with 2 processes over 7 images (a padding sampler would evaluate
-    8), load it in this process and in eval.py."""
+    """Train with 2 CPU processes (refused with plain DDP named: the recipe freezes groups; with no
+    strategy flag, detector train chooses the one it needs); from that checkpoint, validate with 1
+    and with 2 processes over 7 images (a padding sampler would evaluate 8), load it in this process
+    and in eval.py."""
     config = tiny_config(tmp_path, tiny, epochs=2)
     ddp = ["--trainer.devices=2", "--trainer.strategy=ddp"]
     r = cli("fit", "--config", str(config), *ddp, cwd=tmp_path)  # the recipe freezes the body in stage 0
@@ -463,8 +464,10 @@ def test_ddp_checkpoint_evaluates_every_image_once_in_one_or_two_processes_and_i
     assert "set trainer.strategy to ddp_find_unused_parameters_true" in r.stderr
     assert "Initializing distributed" not in r.stderr  # refused before any process started
     assert not (tmp_path / "runs" / "tiny").exists() or not any((tmp_path / "runs" / "tiny").iterdir())
-    r = cli("fit", "--config", str(config), "--trainer.devices=2", "--trainer.strategy=ddp_find_unused_parameters_true", cwd=tmp_path)
+    r = cli("fit", "--config", str(config), "--trainer.devices=2", cwd=tmp_path)  # the one command, as on one device
     assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stderr.count("trainer.strategy: ddp_find_unused_parameters_true (model.init_args.stages[0] freezes") == 1
+    assert "sync_dist=True)` when logging on epoch level" not in r.stderr + r.stdout
     ckpt = run_path(tmp_path) / "checkpoints" / "last.ckpt"
     results = {}
     for devices in (1, 2):
