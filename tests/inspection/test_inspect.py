@@ -20,9 +20,8 @@ from detector.data.shapes import CLASS_NAMES
 from detector.data.transforms import IMAGENET_MEAN
 from detector.inspection.views import load_config
 from detector.training.tasks.detection import AnchorConfig, DetectorModule, HeadConfig
-from helpers import detector
+from helpers import REPO, detector
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")

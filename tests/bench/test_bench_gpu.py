@@ -9,13 +9,12 @@ import importlib.util
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import yaml
 
 from detector.core.anchors import AnchorConfig
+from helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "bench" / "gpu.py"
 # The project's dependencies beyond torch and torchvision: none may be needed on the device machine
 # (Lightning, torchmetrics and timm are there, but the script has no use for them either).

@@ -6,7 +6,6 @@ checkpoint over the configuration. Nothing else in the package uses a private na
 from __future__ import annotations
 
 import inspect
-from pathlib import Path
 
 import lightning
 import lightning as L
@@ -17,8 +16,9 @@ from torchmetrics import Metric
 
 from detector.evaluation.metrics import DetectionMetrics
 from detector.cli.private_apis import ConfigDecidesModel, KeepsPerClassShape, uses_distributed_sampler
+from helpers import REPO
 
-PACKAGE = Path(__file__).resolve().parents[1] / "detector"
+PACKAGE = REPO / "detector"
 WHERE = f"(lightning {lightning.__version__}, torchmetrics {torchmetrics.__version__})"
 
 

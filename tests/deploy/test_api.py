@@ -22,8 +22,8 @@ from detector.evaluation.evaluator import evaluate
 from detector.training.tasks.detection import AnchorConfig, DetectorModule, HeadConfig
 from detector.deploy.prediction import Prediction
 from detector.training.tasks import LargestObjectClassifier
+from helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 S = 64
 
 

@@ -36,8 +36,8 @@ from detector.training.tasks import (
 )
 from detector.training.tasks.nets import box_head, feature_side, single_object_head
 from detector.training.tasks.targets import largest_object, present_classes
+from helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 TASKS = [LargestObjectClassifier, LargestBoxRegressor, SingleObjectDetector, MultiLabelClassifier]
 S = 64  # image size of the tiny models
 CLASSES = ["circle", "square", "triangle"]

@@ -24,9 +24,9 @@ from detector.deploy.export import METADATA_KEY
 from detector.training.tasks.detection import AnchorConfig, DetectorModule, HeadConfig
 from detector.deploy.onnx_detector import METADATA_KEY as ONNX_METADATA_KEY
 from detector.deploy.onnx_detector import OnnxDetector
+from helpers import REPO
 from helpers import detector as run_detector
 
-REPO = Path(__file__).resolve().parents[1]
 S = 64
 VOC = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
        "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor"]

@@ -12,6 +12,7 @@ import import_files
 import pytest
 import yaml
 from coco_files import write_jpeg
+from helpers import REPO
 from test_import import _yolo_bad
 
 from detector.data.importers.config_file import write_config
@@ -715,7 +716,7 @@ def test_import_keys_an_image_outside_the_root_by_its_whole_path(tmp_path: Path)
 def test_config_recipe_is_that_of_raccoon_yaml_and_bccd_yaml(tmp_path: Path):
     """The model, optimizer and loggers of configs/raccoon.yaml (large objects) and the head and
     postprocess of configs/bccd.yaml (small objects); the anchors and input size chosen at start."""
-    configs = Path(__file__).resolve().parents[1] / "configs"
+    configs = REPO / "configs"
     raccoon, bccd = (yaml.safe_load((configs / f"{n}.yaml").read_text()) for n in ("raccoon", "bccd"))
     for train, like in ((_train(5), raccoon), (_train(5, side=5.0), bccd)):
         config, _ = _config(tmp_path, train)
