@@ -17,7 +17,7 @@ from torch import nn
 from detector.data.scenes import CLASS_NAMES
 from helpers import datamodule, tiny_config, tiny_shapes
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "bench" / "peer.py"
 
 
