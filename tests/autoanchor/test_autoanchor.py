@@ -136,3 +136,29 @@ def test_train_saves_the_chosen_anchors_in_the_runs_config(awkward, tmp_path):
     anchors = AnchorConfig(init["anchors"]["grids"], init["anchors"]["zooms"], [tuple(r) for r in init["anchors"]["ratios"]])
     assert init["image_size"] == 224 and grid_problem(anchors.grids, 224) is None
     assert len(anchors.make()) == len(load_config(config).anchors)  # the same choice again: reproducible
+
+
+def test_match_statistics_counts_forced_only_and_unmatched_objects(tmp_path):
+    """On a 1x1 grid with one anchor (the whole image): an object equal to it is matched by IoU; a
+    small object only by force; of two small objects sharing that anchor, the later one wins it
+    and the earlier one is left with none."""
+    anchors = make_anchors([1], [1.0], [(1.0, 1.0)])
+    boxes = {1: [[0, 0, 100, 100]], 2: [[10, 10, 20, 20]], 3: [[10, 10, 20, 20], [60, 60, 80, 80]]}
+    data = {
+        "images": [{"id": i, "file_name": f"{i}.jpg", "width": 100, "height": 100} for i in boxes],
+        "annotations": [
+            {"id": 10 * i + j, "image_id": i, "bbox": [x1, y1, x2 - x1, y2 - y1], "category_id": 1 + j}
+            for i, bs in boxes.items() for j, (x1, y1, x2, y2) in enumerate(bs)
+        ],
+        "categories": [{"id": 1, "name": "first"}, {"id": 2, "name": "second"}],
+    }
+    for i in boxes:
+        write_jpeg(tmp_path / f"{i}.jpg", 100, 100)
+    split = load_records(write_json(tmp_path / "d.json", data), tmp_path)
+    stats = match_statistics(split, anchors, iou_threshold=0.4)
+    assert stats["objects"] == 4
+    assert stats["forced_only"] == 2  # image 2's object, image 3's second object
+    assert stats["unmatched"] == 1  # image 3's first object
+    assert stats["positives_per_object"] == (pytest.approx(0.75), 0, 1)
+    assert stats["per_class"] == {"first": (3, 1, 1), "second": (1, 1, 0)}
+

@@ -1,4 +1,5 @@
-"""detector.evaluation.curves against voc_evaluate and hand-counted cases, and the results figures as PNGs."""
+"""detector.evaluation.curves against voc_evaluate and hand-counted cases, and the results figures
+(detector.evaluation.figures) as PNGs."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import math
 
 import pytest
 import torch
+from matplotlib.patches import Rectangle
 from PIL import Image
 from test_metrics import det, gt, random_split
 
@@ -15,6 +17,7 @@ from detector.evaluation.voc_ap import match_detections, voc_evaluate
 from detector.evaluation.figures import (
     confusion_matrix_figure,
     f1_curve_figure,
+    per_class_ap_figure,
     pr_curve_figure,
     training_curves_figure,
 )
@@ -230,6 +233,26 @@ def test_confusion_matrix_figure(split, tmp_path, normalise):
     assert_png(save_figure(fig, tmp_path / "cm.png"))
     with pytest.raises(ValueError, match=r"need a \(5, 5\) matrix"):
         confusion_matrix_figure(matrix[:4, :4], ["cat", "dog", "emu", "yak"])
+
+
+def test_per_class_ap_figure_bars_sorted_with_nan(tmp_path):
+    names = ["cat", "dog", "emu", "yak"]
+    fig = per_class_ap_figure(names, [0.5, float("nan"), 0.9, 0.1], title="AP")
+    (ax,) = fig.axes
+    bars = [p for p in ax.patches if isinstance(p, Rectangle)]
+    assert len(bars) == 4
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["emu", "cat", "yak", "dog"]  # best first, n/a last
+    assert sorted(b.get_width() for b in bars) == pytest.approx([0.0, 0.1, 0.5, 0.9])
+    assert "n/a" in [t.get_text() for t in ax.texts]
+    mean = [t.get_text() for t in ax.texts if "mean" in t.get_text()]
+    assert mean == [f" mean {(0.5 + 0.9 + 0.1) / 3:.3f}"]
+    path = save_figure(fig, tmp_path / "ap.png")
+    assert path.stat().st_size > 1000
+    small = save_figure(per_class_ap_figure(names, [0.5, None, 0.9, 0.1]), tmp_path / "ap_p.png", palette=16)
+    assert Image.open(small).mode == "P" and Image.open(small).size == Image.open(path).size
+    with pytest.raises(ValueError, match="4 class names but 3"):
+        per_class_ap_figure(names, [0.1, 0.2, 0.3])
+
 
 
 def sparse_log(epochs=4, steps=5):

@@ -9,14 +9,12 @@ import pytest
 import torch
 from matplotlib.colors import to_rgba
 from matplotlib.patches import Rectangle
-from PIL import Image
 
 from detector.core.anchors import make_anchors
 from detector.core.box_coder import make_box_coder
 from detector.data.image import load_image
 from detector.data.records import load_records
 from detector.core.matching import match
-from detector.evaluation.figures import per_class_ap_figure
 from detector.pictures import (
     anchor_figure,
     box_colour,
@@ -27,7 +25,6 @@ from detector.pictures import (
     ground_truth_grid,
     match_grid,
     raw_prediction_grid,
-    save_figure,
     show_boxes,
     top_raw_predictions,
 )
@@ -244,25 +241,6 @@ def test_show_boxes_on_a_voc_photo(voc):
     fig = show_boxes(images[1], targets[1]["boxes"], targets[1]["labels"], split.class_names)
     assert len(rectangles(fig.axes[0])) == len(targets[1]["boxes"])
     assert figure_to_array(fig).shape == images[1].shape
-
-
-def test_per_class_ap_figure_bars_sorted_with_nan(tmp_path):
-    names = ["cat", "dog", "emu", "yak"]
-    fig = per_class_ap_figure(names, [0.5, float("nan"), 0.9, 0.1], title="AP")
-    (ax,) = fig.axes
-    bars = rectangles(ax)
-    assert len(bars) == 4
-    assert [t.get_text() for t in ax.get_yticklabels()] == ["emu", "cat", "yak", "dog"]  # best first, n/a last
-    assert sorted(b.get_width() for b in bars) == pytest.approx([0.0, 0.1, 0.5, 0.9])
-    assert "n/a" in [t.get_text() for t in ax.texts]
-    mean = [t.get_text() for t in ax.texts if "mean" in t.get_text()]
-    assert mean == [f" mean {(0.5 + 0.9 + 0.1) / 3:.3f}"]
-    path = save_figure(fig, tmp_path / "ap.png")
-    assert path.stat().st_size > 1000
-    small = save_figure(per_class_ap_figure(names, [0.5, None, 0.9, 0.1]), tmp_path / "ap_p.png", palette=16)
-    assert Image.open(small).mode == "P" and Image.open(small).size == Image.open(path).size
-    with pytest.raises(ValueError, match="4 class names but 3"):
-        per_class_ap_figure(names, [0.1, 0.2, 0.3])
 
 
 def test_denormalize_inverts_normalisation():
