@@ -25,9 +25,11 @@ from detector.training.recipe import OptimizerConfig, Stage
 REPO = Path(__file__).resolve().parents[1]
 
 
-def tiny_shapes(root: Path) -> Path:
-    """16 train and 7 val shapes images at about 64 px (7: an odd count, for the DDP tests)."""
-    generate_shapes(root, n_train=16, n_val=7, image_size=64, seed=1, workers=1)
+def tiny_shapes(root: Path, n_train: int = 16, n_val: int = 7, image_size: int = 64) -> Path:
+    """16 train and 7 val shapes images at about 64 px (7: an odd count, for the DDP tests), or
+    another count or size; always seed 1. Tests take these from conftest's session fixtures
+    (``shapes``, ``shapes_copy``, ``make_shapes``), which generate each size once."""
+    generate_shapes(root, n_train=n_train, n_val=n_val, image_size=image_size, seed=1, workers=1)
     return root
 
 

@@ -15,12 +15,7 @@ from PIL import Image
 
 from detector.training.recipe import OneCycle, Stage, scale_stages
 from detector.training.checkpoints import read_checkpoint
-from helpers import detector, run_path, tiny_config, tiny_shapes
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_shapes(tmp_path_factory.mktemp("shapes"))
+from helpers import detector, run_path, tiny_config
 
 
 @pytest.fixture
@@ -37,8 +32,8 @@ def digest(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*.ckpt"))}
 
 
-def test_each_fit_takes_a_new_version_and_resume_continues_the_newest(tiny, tmp_path, train, capsys):
-    config = str(tiny_config(tmp_path, tiny, epochs=2))
+def test_each_fit_takes_a_new_version_and_resume_continues_the_newest(shapes, tmp_path, train, capsys):
+    config = str(tiny_config(tmp_path, shapes, epochs=2))
     assert train("fit", "--config", config)[0] == 0
     first = digest(run_path(tmp_path, 1) / "checkpoints")
     assert set(first) == {"best.ckpt", "last.ckpt"} and (run_path(tmp_path, 1) / "config.yaml").is_file()
@@ -65,8 +60,8 @@ def test_each_fit_takes_a_new_version_and_resume_continues_the_newest(tiny, tmp_
     assert "detector eval --checkpoint" in out and "--split val" in out and f"results: {run_path(tmp_path, 2)}" in out
 
 
-def test_a_run_that_fails_before_its_first_step_leaves_nothing(tiny, tmp_path, train):
-    config = str(tiny_config(tmp_path, tiny, epochs=2))
+def test_a_run_that_fails_before_its_first_step_leaves_nothing(shapes, tmp_path, train):
+    config = str(tiny_config(tmp_path, shapes, epochs=2))
     code, err = train("fit", "--config", config, "--data.batch_size", "99")
     assert code == 2 and "data.batch_size 99 is larger than the train split" in err
     assert not any((tmp_path / "runs" / "tiny").iterdir())
@@ -75,13 +70,13 @@ def test_a_run_that_fails_before_its_first_step_leaves_nothing(tiny, tmp_path, t
 
 
 @pytest.mark.parametrize("epochs, lengths", [(5, [1, 4]), (2, [1, 1]), (9, [2, 7])])
-def test_max_epochs_scales_every_stage_and_the_schedule_follows(tiny, tmp_path, train, epochs, lengths):
+def test_max_epochs_scales_every_stage_and_the_schedule_follows(shapes, tmp_path, train, epochs, lengths):
     """--trainer.max_epochs N on the tiny recipe (1 + 3 epochs): each stage keeps its share; the
     resolved config shows the stages; the learning rate's course is a native N-epoch recipe's.
     With 2 epochs, the short flags: --epochs N and --name NAME."""
     recipe = [Stage(1, "body"), Stage(3, "none", 0.5)]
     assert [s.epochs for s in scale_stages(recipe, epochs)] == lengths
-    config = tiny_config(tmp_path, tiny, epochs=4)
+    config = tiny_config(tmp_path, shapes, epochs=4)
     length = ["--epochs", str(epochs), "--name", "short"] if epochs == 2 else ["--trainer.max_epochs", str(epochs)]
     code, err = train("fit", "--config", str(config), *length, "--data.batch_size", "8", "--trainer.limit_val_batches", "0")
     assert code == 0, err[-3000:]

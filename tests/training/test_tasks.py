@@ -21,7 +21,7 @@ from coco_files import write_jpeg, write_json
 from detector.cli.predict import main
 from detector.cli.train import cli as training_cli
 from detector.data.datamodule import DetectionDataModule
-from detector.data.shapes import CLASS_NAMES, generate_shapes
+from detector.data.shapes import CLASS_NAMES
 from detector.errors import CheckpointError
 from detector.deploy.loading import checkpoint_task, load_detector, load_model
 from detector.training.tasks.detection import DetectorModule
@@ -54,11 +54,9 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """8 train and 4 val shapes images at about 64 px."""
-    root = tmp_path_factory.mktemp("shapes")
-    generate_shapes(root, n_train=8, n_val=4, image_size=S, seed=1, workers=1)
-    return root
+def tiny(make_shapes) -> Path:
+    """8 train and 4 val shapes images at about 64 px (conftest.py: generated once, read only)."""
+    return make_shapes(n_train=8, n_val=4, image_size=S)
 
 
 def task(cls: type[TaskModule], **kw) -> TaskModule:

@@ -16,12 +16,7 @@ from detector.training.lr_finder import lr_range_test
 from detector.training.tasks.detection import AnchorConfig, HeadConfig, LossConfig
 from detector.training.recipe import OneCycle, OptimizerConfig, Stage, StagedFreezing
 from detector.training.checkpoints import read_checkpoint
-from helpers import cli, datamodule, evaluate, last_checkpoint, module, tiny_config, tiny_shapes, trainer
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_shapes(tmp_path_factory.mktemp("shapes"))
+from helpers import cli, datamodule, evaluate, last_checkpoint, module, tiny_config, trainer
 
 
 class Recorder(L.Callback):
@@ -38,12 +33,12 @@ class Recorder(L.Callback):
         self.trainable[trainer.current_epoch] = [any(p.requires_grad for p in c) for c in convs]
 
 
-def test_recipe_freezes_and_sets_group_lrs_per_stage(tiny: Path, tmp_path: Path):
+def test_recipe_freezes_and_sets_group_lrs_per_stage(shapes: Path, tmp_path: Path):
     """The lesson's recipe: head only, then freeze_to(-2) at lrs/4, then everything; lrs [lr/100, lr/10, lr]."""
     stages = [Stage(1, "body", 1.0), Stage(1, "groups_0", 0.25), Stage(1, "none", 0.1)]
     rec = Recorder()
     model = module(stages)
-    trainer(tmp_path, stages, callbacks=[rec], limit_val_batches=0).fit(model, datamodule(tiny))
+    trainer(tmp_path, stages, callbacks=[rec], limit_val_batches=0).fit(model, datamodule(shapes))
     assert rec.trainable == {0: [False, False, True], 1: [False, True, True], 2: [True, True, True]}
     steps = len(rec.lrs) // 3  # 4 steps per epoch (16 images, batch 4)
     cycle = OneCycle(tuple(stages), steps_per_epoch=steps)
@@ -56,30 +51,30 @@ def test_recipe_freezes_and_sets_group_lrs_per_stage(tiny: Path, tmp_path: Path)
     assert all(len(lrs) == 3 for lrs in rec.lrs)
 
 
-def test_frozen_batchnorm_option(tiny: Path, tmp_path: Path):
+def test_frozen_batchnorm_option(shapes: Path, tmp_path: Path):
     """train_bn=False freezes BatchNorm in frozen groups: no parameter there moves, running stats neither."""
     stages = [Stage(1, "body")]
     model = module(stages, train_bn=False)
     body = model.model.layer_groups[0]
     before = {k: v.clone() for k, v in body.state_dict().items()}
-    trainer(tmp_path, stages, limit_val_batches=0).fit(model, datamodule(tiny))
+    trainer(tmp_path, stages, limit_val_batches=0).fit(model, datamodule(shapes))
     after = body.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
 
     model = module(stages, train_bn=True)  # fastai's default: BatchNorm keeps training
     body = model.model.layer_groups[0]
     before = {k: v.clone() for k, v in body.state_dict().items() if "running_mean" in k}
-    trainer(tmp_path, stages, limit_val_batches=0).fit(model, datamodule(tiny))
+    trainer(tmp_path, stages, limit_val_batches=0).fit(model, datamodule(shapes))
     assert any(not torch.equal(before[k], body.state_dict()[k]) for k in before)
 
 
-def test_norm_eval_keeps_body_statistics_and_trains_its_affine_maps(tiny: Path, tmp_path: Path):
+def test_norm_eval_keeps_body_statistics_and_trains_its_affine_maps(shapes: Path, tmp_path: Path):
     """norm_eval: the body's BatchNorm statistics never move, its affine parameters and convs train
     where their group trains (group 1 here), and the head's BatchNorm trains as usual."""
     stages = [Stage(1, "groups_0")]
     model = module(stages, train_bn=False, norm_eval=True)
     before = {k: v.clone() for k, v in model.model.state_dict().items()}
-    trainer(tmp_path, stages, limit_val_batches=0).fit(model, datamodule(tiny))
+    trainer(tmp_path, stages, limit_val_batches=0).fit(model, datamodule(shapes))
     after = model.model.state_dict()
     moved = {k for k in before if not torch.equal(before[k], after[k])}
     body_stats = {k for k in before if k.startswith("backbone.") and ("running_" in k or "num_batches" in k)}
@@ -91,7 +86,7 @@ def test_norm_eval_keeps_body_statistics_and_trains_its_affine_maps(tiny: Path, 
     assert any(k.startswith("head.") and "running_mean" in k for k in moved)  # the head's BatchNorm trains
 
 
-def test_fixed_depthwise_kernels_stay_and_everything_else_in_the_group_trains(tiny: Path, tmp_path: Path):
+def test_fixed_depthwise_kernels_stay_and_everything_else_in_the_group_trains(shapes: Path, tmp_path: Path):
     """train_depthwise=False: the EfficientNet body's depthwise kernels in the training group keep
     their values, its pointwise convs train (gradients pass through), group 0 stays frozen."""
     stages = [Stage(1, "groups_0")]
@@ -100,7 +95,7 @@ def test_fixed_depthwise_kernels_stay_and_everything_else_in_the_group_trains(ti
     depthwise = {f"backbone.{n}.weight" for n, m in body.named_modules() if isinstance(m, torch.nn.Conv2d) and 1 < m.groups == m.in_channels}
     pointwise = {f"backbone.{n}.weight" for n, m in body.named_modules() if isinstance(m, torch.nn.Conv2d) and m.groups == 1}
     before = {k: v.clone() for k, v in model.model.state_dict().items()}
-    trainer(tmp_path, stages, limit_val_batches=0).fit(model, datamodule(tiny))
+    trainer(tmp_path, stages, limit_val_batches=0).fit(model, datamodule(shapes))
     after = model.model.state_dict()
     moved = {k for k in before if not torch.equal(before[k], after[k])}
     in_group1 = {id(p) for p in model.model.layer_groups[1].parameters()}
@@ -119,7 +114,7 @@ def test_fixed_depthwise_kernels_stay_and_everything_else_in_the_group_trains(ti
     StagedFreezing().on_fit_start(running, module([Stage(1, "none")], train_depthwise=False))
 
 
-def test_loss_falls(tiny: Path, tmp_path: Path):
+def test_loss_falls(shapes: Path, tmp_path: Path):
     stages = [Stage(10, "none")]
     losses: list[float] = []
 
@@ -128,12 +123,12 @@ def test_loss_falls(tiny: Path, tmp_path: Path):
             losses.append(float(outputs["loss"]))
 
     model = module(stages, optimizer=OptimizerConfig(lr=1e-2, lr_mult=(1.0, 1.0, 1.0)))
-    trainer(tmp_path, stages, callbacks=[Losses()], limit_val_batches=0).fit(model, datamodule(tiny, train_augment="none"))
+    trainer(tmp_path, stages, callbacks=[Losses()], limit_val_batches=0).fit(model, datamodule(shapes, train_augment="none"))
     first, last = sum(losses[:8]) / 8, sum(losses[-8:]) / 8
     assert last < 0.7 * first, losses
 
 
-def test_overfits_eight_images(tiny: Path, tmp_path: Path):
+def test_overfits_eight_images(shapes: Path, tmp_path: Path):
     """A detector that cannot memorise 8 images is broken: mAP@0.5 >= 0.9 on them within 150 steps.
 
     With the SSD box coder: the lesson's tanh coder cannot memorise these images at all (0.81 after
@@ -141,13 +136,13 @@ def test_overfits_eight_images(tiny: Path, tmp_path: Path):
     cell from its centre, and the smallest shapes here (a few pixels) are out of every anchor's reach."""
     import json as _json
 
-    data = _json.loads((tiny / "shapes_train.json").read_text())
+    data = _json.loads((shapes / "shapes_train.json").read_text())
     keep = {im["id"] for im in data["images"][:8]}
     data["images"] = [im for im in data["images"] if im["id"] in keep]
     data["annotations"] = [a for a in data["annotations"] if a["image_id"] in keep]
     eight = tmp_path / "eight.json"
     eight.write_text(_json.dumps(data))
-    dm = datamodule(tiny, train_json=str(eight), val_json=str(eight), batch_size=8, train_augment="none", image_size=128)
+    dm = datamodule(shapes, train_json=str(eight), val_json=str(eight), batch_size=8, train_augment="none", image_size=128)
     stages = [Stage(150, "none")]
     model = module(
         stages,
@@ -164,15 +159,15 @@ def test_overfits_eight_images(tiny: Path, tmp_path: Path):
     assert float(result["map_50"]) >= 0.9, {k: float(v) for k, v in result.items() if k != "per_class"}
 
 
-def test_bf16_mixed_precision_on_cpu(tiny: Path, tmp_path: Path):
+def test_bf16_mixed_precision_on_cpu(shapes: Path, tmp_path: Path):
     stages = [Stage(1, "none")]
     model = module(stages)
     t = trainer(tmp_path, stages, precision="bf16-mixed", limit_train_batches=2, limit_val_batches=1, num_sanity_val_steps=0)
-    t.fit(model, datamodule(tiny))
+    t.fit(model, datamodule(shapes))
     assert torch.isfinite(t.callback_metrics["train/loss_epoch"]) and "val/map_50" in t.callback_metrics
 
 
-def test_wandb_offline_writes_its_run_files(tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_wandb_offline_writes_its_run_files(shapes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     from detector.training.loggers import WandbLogger
 
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -181,20 +176,20 @@ def test_wandb_offline_writes_its_run_files(tiny: Path, tmp_path: Path, monkeypa
     logger = WandbLogger(save_dir=str(tmp_path), project="detector-test")
     assert logger._offline
     t = trainer(tmp_path, stages, logger=logger, limit_train_batches=2, limit_val_batches=1, num_sanity_val_steps=0, log_every_n_steps=1)
-    t.fit(module(stages), datamodule(tiny))
+    t.fit(module(stages), datamodule(shapes))
     logger.experiment.finish()
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb")), list((tmp_path / "wandb").iterdir())
 
 
-def test_lr_find_saves_plot_and_suggestion(tiny: Path, tmp_path: Path):
+def test_lr_find_saves_plot_and_suggestion(shapes: Path, tmp_path: Path):
     out = tmp_path / "lr.png"
-    r = cli("lr_find", "--config", str(tiny_config(tmp_path, tiny)), "--num_steps", "12", "--out", str(out), cwd=tmp_path)
+    r = cli("lr_find", "--config", str(tiny_config(tmp_path, shapes)), "--num_steps", "12", "--out", str(out), cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert out.stat().st_size > 1000 and "suggested head learning rate" in r.stdout
 
 
-def test_lr_range_test_steps_the_configured_optimiser(tiny: Path, monkeypatch: pytest.MonkeyPatch):
+def test_lr_range_test_steps_the_configured_optimiser(shapes: Path, monkeypatch: pytest.MonkeyPatch):
     """The sweep steps the optimiser training would build (SGD here, not a stand-in Adam), with the
     groups' lr ratios."""
     stepped: list[tuple[str, list[float]]] = []
@@ -205,7 +200,7 @@ def test_lr_range_test_steps_the_configured_optimiser(tiny: Path, monkeypatch: p
         return real_step(self, *args, **kwargs)
 
     monkeypatch.setattr(torch.optim.SGD, "step", recording_step)
-    dm = datamodule(tiny)
+    dm = datamodule(shapes)
     dm.setup("fit")
     model = module([Stage(1, "none")], optimizer=OptimizerConfig(name="sgd", lr=1e-2, lr_mult=[0.01, 0.1, 1.0]))
     result = lr_range_test(model, dm.train_dataloader(), min_lr=1e-4, max_lr=1e-1, num_steps=4)
@@ -214,7 +209,7 @@ def test_lr_range_test_steps_the_configured_optimiser(tiny: Path, monkeypatch: p
         assert name == "SGD" and lrs == pytest.approx([lr / 100, lr / 10, lr])
 
 
-def test_ema_weights_are_validated_saved_and_evaluated(tiny: Path, tmp_path: Path):
+def test_ema_weights_are_validated_saved_and_evaluated(shapes: Path, tmp_path: Path):
     """Lightning's EMAWeightAveraging (configs/shapes.yaml) with this module: validation scores the
     average, the checkpoint's state_dict is the average (the raw weights beside it), and detector eval
     scores exactly what validation scored."""
@@ -222,7 +217,7 @@ def test_ema_weights_are_validated_saved_and_evaluated(tiny: Path, tmp_path: Pat
     model = module(stages, class_names=list(CLASS_NAMES))  # the names detector eval checks against the data's
     saver = last_checkpoint(tmp_path / "ckpt")
     t = trainer(tmp_path, stages, callbacks=[EMAWeightAveraging(decay=0.5), saver], enable_checkpointing=True, num_sanity_val_steps=0)
-    t.fit(model, datamodule(tiny))
+    t.fit(model, datamodule(shapes))
     ckpt = read_checkpoint(tmp_path / "ckpt" / "last.ckpt")
     average, raw = ckpt["state_dict"], ckpt["current_model_state"]
     moved = [k for k, v in average.items() if v.is_floating_point() and not torch.equal(v, raw[k])]
@@ -235,32 +230,32 @@ def test_ema_weights_are_validated_saved_and_evaluated(tiny: Path, tmp_path: Pat
     assert float(t.callback_metrics["val/fitness"]) == pytest.approx(0.1 * metrics["map_50"] + 0.9 * metrics["map"], rel=1e-5)
 
 
-def test_eval_flip_tta_scores_what_validation_with_flip_tta_scores(tiny: Path, tmp_path: Path):
+def test_eval_flip_tta_scores_what_validation_with_flip_tta_scores(shapes: Path, tmp_path: Path):
     """detector eval --flip-tta on a checkpoint trained without it equals validating that model with
     postprocess.flip_tta, and says so in metrics.json."""
     stages = [Stage(1, "none")]
     model = module(stages, class_names=list(CLASS_NAMES))
     saver = last_checkpoint(tmp_path / "ckpt")
     t = trainer(tmp_path, stages, callbacks=[saver], enable_checkpointing=True, num_sanity_val_steps=0)
-    t.fit(model, datamodule(tiny))
+    t.fit(model, datamodule(shapes))
     args = ["--checkpoint", str(tmp_path / "ckpt" / "last.ckpt"), "--batch-size", "4", "--workers", "0"]
     plain = evaluate(*args, "--out", str(tmp_path / "plain"))
     tta = evaluate(*args, "--out", str(tmp_path / "tta"), "--flip-tta")
     assert not plain["postprocess"]["flip_tta"] and tta["postprocess"]["flip_tta"]
     model.post_cfg.flip_tta = True
-    validated = t.validate(model, datamodule(tiny), verbose=False)[0]
+    validated = t.validate(model, datamodule(shapes), verbose=False)[0]
     assert tta["map_50"] == pytest.approx(validated["val/map_50"], rel=1e-6)
     assert tta["map_50"] > 0  # two zeros would be equal too
     assert tta["map"] != plain["map"]
 
 
-def test_last_checkpoint_every_epoch_when_validation_is_sparse(tiny: Path, tmp_path: Path):
+def test_last_checkpoint_every_epoch_when_validation_is_sparse(shapes: Path, tmp_path: Path):
     """With check_val_every_n_epoch > 1 (configs/shapes.yaml: 18) the configs' last.ckpt callback
     still saves after every epoch (save_on_train_epoch_end): a crash then loses at most one epoch."""
     stages = [Stage(1, "none")]
     best = ModelCheckpoint(dirpath=tmp_path / "ckpt", filename="best", monitor="val/map_50", mode="max", save_on_train_epoch_end=True)
     callbacks = [best, last_checkpoint(tmp_path / "ckpt")]
     trainer(tmp_path, stages, callbacks=callbacks, enable_checkpointing=True, check_val_every_n_epoch=3).fit(
-        module(stages), datamodule(tiny)
+        module(stages), datamodule(shapes)
     )
     assert read_checkpoint(tmp_path / "ckpt" / "last.ckpt")["epoch"] == 0  # saved with no validation run
