@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -87,3 +88,29 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def uninterrupted(shapes: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The reference: 2 epochs of ``train.py fit`` on the tiny config, never interrupted (the run
+    the resume and checkpoint tests compare with, and the checkpoint the evaluation tests score)."""
+    from helpers import cli, tiny_config
+
+    root = tmp_path_factory.mktemp("uninterrupted")
+    r = cli("fit", "--config", str(tiny_config(root, shapes, epochs=2)), cwd=root)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return root
+
+
+@pytest.fixture
+def in_process_cli(monkeypatch: pytest.MonkeyPatch):
+    """``detector train ARGS`` run in this process, returning (exit status, stderr): undo the
+    global state a run sets (seed variables, deterministic algorithms, the command line)."""
+    from helpers import detector
+
+    for name in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS", "CUBLAS_WORKSPACE_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    yield lambda args: detector("train", *args)
+    torch.use_deterministic_algorithms(deterministic)
