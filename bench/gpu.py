@@ -67,7 +67,7 @@ from detector.model import build_ssd  # noqa: E402
 from detector.model.head import HeadConfig  # noqa: E402
 from detector.core.postprocess import postprocess  # noqa: E402
 
-# configs/lesson9_ssd.yaml's model (tests/test_bench_gpu.py checks these against the file).
+# configs/lesson9_ssd.yaml's model (tests/bench/test_bench_gpu.py checks these against the file).
 BACKBONE, IMAGE_SIZE, BATCH, NUM_CLASSES, MAX_OBJECTS = "resnet34", 224, 64, 20, 20
 HEAD = dict(dropout=0.4, head_dropout=0.4, bias=-4.0, channels=256)
 LOSS = dict(coder="tanh", iou_threshold=0.4, focal=True, alpha=0.25, gamma=2.0, reduction="lesson_sum")
