@@ -70,15 +70,14 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]  # run from anywhere, installed or not; the oracle lives in tests/
-from reference import actn_to_bb, random_targets, ssd_loss  # noqa: E402
-
 from detector.core.anchors import AnchorConfig, Anchors, make_anchors  # noqa: E402
 from detector.core.loss import SSDLoss  # noqa: E402
 from detector.core.postprocess import postprocess  # noqa: E402
 from detector.model import build_ssd  # noqa: E402
 from detector.model.head import HeadConfig  # noqa: E402
+from reference import actn_to_bb, random_targets, ssd_loss  # noqa: E402
 
-# configs/lesson9_ssd.yaml's model (tests/test_bench_gpu.py checks these against the file).
+# configs/lesson9_ssd.yaml's model (tests/bench/test_bench_gpu.py checks these against the file).
 BACKBONE, IMAGE_SIZE, BATCH, NUM_CLASSES, MAX_OBJECTS = "resnet34", 224, 64, 20, 20
 HEAD = dict(dropout=0.4, head_dropout=0.4, bias=-4.0, channels=256)
 LOSS = dict(coder="tanh", iou_threshold=0.4, focal=True, alpha=0.25, gamma=2.0, reduction="lesson_sum")

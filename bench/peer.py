@@ -63,16 +63,16 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:] = [str(REPO)] + [p for p in sys.path[1:] if Path(p or ".").resolve() != REPO / "bench"]
 
 from detector.autoanchor.choice import resolve_auto_anchors  # noqa: E402
-from detector.training.plan import recipe_stages, size_recipe  # noqa: E402
+from detector.core.postprocess import to_pixels  # noqa: E402
 from detector.data.datamodule import DetectionDataModule  # noqa: E402
 from detector.data.dataset import targets_in_pixels  # noqa: E402
-from detector.evaluation.evaluator import evaluate  # noqa: E402
 from detector.deploy.loading import load_detector  # noqa: E402
+from detector.evaluation.evaluator import evaluate  # noqa: E402
 from detector.evaluation.metrics import DetectionMetrics, fitness  # noqa: E402
 from detector.model.backbones import Backbone, backbone_stats, build_backbone  # noqa: E402
-from detector.core.postprocess import to_pixels  # noqa: E402
-from detector.training.tasks.staged import StagedModule  # noqa: E402
+from detector.training.plan import recipe_stages, size_recipe  # noqa: E402
 from detector.training.runs import find_run  # noqa: E402
+from detector.training.tasks.staged import StagedModule  # noqa: E402
 
 SCHEDULES = ("adamw", "sgd", "sgd-clip")
 CLIP_NORM = {"sgd-clip": 35.0}  # mmdetection's RetinaNet configs clip the gradient's L2 norm at 35
@@ -182,11 +182,11 @@ class BodyWithFPN(nn.Module):
         self.fpn = FeaturePyramidNetwork(list(body.out_channels), channels, extra_blocks=LastLevelP6P7(channels, channels))
         self.out_channels = channels
 
-    def forward(self, images: Tensor) -> "OrderedDict[str, Tensor]":
+    def forward(self, images: Tensor) -> OrderedDict[str, Tensor]:
         """``(B, 3, H, W)`` -> five ``(B, channels, H / s, W / s)`` maps, s = 8 ... 128."""
         return self.fpn(OrderedDict((str(i), x) for i, x in enumerate(self.body(images))))
 
-    def train(self, mode: bool = True) -> "BodyWithFPN":
+    def train(self, mode: bool = True) -> BodyWithFPN:
         super().train(mode)
         for m in self.body.modules():  # frozen BatchNorm, as torchvision's detection bodies
             if isinstance(m, nn.modules.batchnorm._BatchNorm):

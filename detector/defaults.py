@@ -1,6 +1,6 @@
 """Every default that more than one place in the package uses, written once.
 
-Each module that needs one of these imports it from here; ``tests/test_layout.py`` fails when one
+Each module that needs one of these imports it from here; ``tests/test_house.py`` fails when one
 of them is written again as a literal where it means the same thing (a parameter's or a field's
 default, ``.get(key, default)``, an argparse ``default=``). A value only one module uses stays in
 that module, beside the code it configures.

@@ -1,4 +1,4 @@
-"""Distributed runs the way a cluster starts them, for ``tests/test_multinode.py``: two "nodes" on
+"""Distributed runs the way a cluster starts them, for ``tests/training/test_multinode.py``: two "nodes" on
 loopback under torchrun (a c10d rendezvous) or under SLURM's environment, the callbacks those runs
 load (``--trainer.callbacks+=tests.multinode.RankDigests``), and the comparisons the tests make.
 
@@ -10,7 +10,7 @@ load (``--trainer.callbacks+=tests.multinode.RankDigests``), and the comparisons
 * :func:`torchrun_nodes`, :func:`slurm_nodes`: start the two nodes' processes and wait for them.
 * :func:`one_machine_check`: the same checks over several devices of one machine, Lightning
   starting the processes: ``make gpu-check`` runs it on every GPU (``python tests/multinode.py
-  --accelerator gpu --devices N``), ``tests/test_gpu_check.py`` on two CPU processes.
+  --accelerator gpu --devices N``), ``tests/bench/test_gpu_check.py`` on two CPU processes.
 """
 
 from __future__ import annotations
@@ -188,7 +188,7 @@ def one_machine_check(accelerator: str, devices: int, root: Path) -> dict[str, A
     """``detector train fit`` over ``devices`` devices of this machine (Lightning starts the
     processes; no strategy flag) on tiny shapes data through a frozen and an unfrozen stage, then
     ``detector eval`` of its last.ckpt in one process. What ``make gpu-check`` runs on a machine's
-    GPUs (``accelerator`` gpu) and ``tests/test_gpu_check.py`` on two CPU processes. Returns what
+    GPUs (``accelerator`` gpu) and ``tests/bench/test_gpu_check.py`` on two CPU processes. Returns what
     it found, ``passed`` when every rank held the same weights at every step, the logged val mAP is
     the one-process evaluation's, the strategy was chosen and said once, and Lightning printed no
     warning about logging under DDP."""

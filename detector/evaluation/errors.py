@@ -33,7 +33,7 @@ finding every object without adding a detection (``false_negatives``).
 Hand-written because no maintained library computes the breakdown (faster-coco-eval has the
 per-image TP/FP/FN but no error kinds; tidecv is unmaintained since 2020 and needs opencv-python,
 which clashes with the opencv-python-headless installed here); its numbers equal tidecv's
-(``tests/test_errors.py`` against ``tests/tide_reference.py``, tidecv's computation). Overlaps are
+(``tests/evaluation/test_errors.py`` against ``tests/evaluation/tide_reference.py``, tidecv's computation). Overlaps are
 pycocotools' (what COCOeval and TIDE use).
 
 Per image (:meth:`ErrorAnalysis.image_counts`), at a score threshold: TP (a kept detection that
