@@ -22,16 +22,16 @@ def comparison_figure(tables: Sequence[Table], title: str) -> Figure:
     difference shown), each row titled with its verdicts."""
     sides = len(tables[0][2])
     height = 1.2 + 0.35 * sides
-    fig = plt.figure(figsize=(17, len(tables) * (height + 0.9) + 0.6))
-    grid = fig.add_gridspec(len(tables), 3, width_ratios=[5.2, 1.3, 1.6], hspace=0.9, wspace=0.25)
+    fig = plt.figure(figsize=(15, len(tables) * (height + 0.9) + 0.6))
+    grid = fig.add_gridspec(len(tables), 3, width_ratios=[3.3, 1.2, 1.4], hspace=0.9, wspace=0.3, left=0.02, right=0.98)
     for i, (name, header, rows, per_seed, intervals, verdicts) in enumerate(tables):
         ax = fig.add_subplot(grid[i, 0])
         ax.axis("off")
         cells = ax.table(cellText=[list(r) for r in rows], colLabels=list(header), loc="center", cellLoc="left")
         cells.auto_set_font_size(False)
-        cells.set_fontsize(8.5)
+        cells.set_fontsize(9.5)
         cells.auto_set_column_width(list(range(len(header))))
-        cells.scale(1, 1.35)
+        cells.scale(1, 1.5)
         ax.set_title(f"{name}:  " + ";  ".join(verdicts), loc="left", fontsize=10, fontweight="bold")
 
         ax = fig.add_subplot(grid[i, 1])
