@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_metrics import metrics_of, random_split
 
 from detector.evaluation.bootstrap import compare_runs, draw_counts, percentile_interval
 from detector.evaluation.coco_matches import METRICS, match_images
+from test_metrics import metrics_of, random_split
 
 C = 4
 

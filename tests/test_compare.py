@@ -149,3 +149,14 @@ def test_which_finished_runs_are_reused(tmp_path: Path):
     assert planned("tiny_s0", str(b)) == [["tiny_s0/v1", None], [None, None]]
     with pytest.raises(ConfigError, match="trained with seed_everything 1, not one of the seeds 0, 5"):
         plan_sides([str(runs / "tiny_s1" / "v1@0,5"), str(b)], root=runs)
+
+
+def test_a_training_that_fails_stops_the_comparison_and_leaves_no_folder(tmp_path: Path):
+    a, b = two_configs(tmp_path)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(a.read_text().replace("backbone: resnet18", "backbone: resnet0"))
+    runs = tmp_path / "runs"
+    code, err = detector("compare", str(broken), str(b), "--seeds", "1", "--split", "val", "--runs", str(runs))
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"training {runs / 'broken_s0' / 'v1'} failed (exit status 2" in err
+    assert [p for p in runs.rglob("*") if p.is_dir() and p.name.startswith("v")] == []  # nothing trained, nothing left

@@ -21,7 +21,7 @@ def comparison_figure(tables: Sequence[Table], title: str) -> Figure:
     as a bar), and the differences from A with their intervals (green: better, red: worse, grey: no
     difference shown), each row titled with its verdicts."""
     sides = len(tables[0][2])
-    height = 1.2 + 0.35 * sides
+    height = 1.0 + 0.35 * sides + 0.2 * (sides - 1)  # the table and a line of title per verdict
     fig = plt.figure(figsize=(15, len(tables) * (height + 0.9) + 0.6))
     grid = fig.add_gridspec(len(tables), 3, width_ratios=[3.3, 1.2, 1.4], hspace=0.9, wspace=0.3, left=0.02, right=0.98)
     for i, (name, header, rows, per_seed, intervals, verdicts) in enumerate(tables):
@@ -32,7 +32,7 @@ def comparison_figure(tables: Sequence[Table], title: str) -> Figure:
         cells.set_fontsize(9.5)
         cells.auto_set_column_width(list(range(len(header))))
         cells.scale(1, 1.5)
-        ax.set_title(f"{name}:  " + ";  ".join(verdicts), loc="left", fontsize=10, fontweight="bold")
+        ax.set_title(f"{name}:  " + "\n".join(verdicts), loc="left", fontsize=10, fontweight="bold")
 
         ax = fig.add_subplot(grid[i, 1])
         labels = [r[0] for r in rows]

@@ -17,12 +17,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from detector.defaults import BOOTSTRAP_RESAMPLES, COMPARE_SEEDS, COMPARE_SPLIT, Split
 from detector.errors import ConfigError
 from detector.research.seed_runs import SeedRun, config_sha256, evaluated_checkpoint, find_finished, read_yaml, run_name, train_seed
 from detector.training.runs import RunFolder, versions
+
+if TYPE_CHECKING:
+    from detector.evaluation.bootstrap import Comparison
+    from detector.evaluation.evaluator import Evaluation
 
 __all__ = ["METRIC_TITLES", "Side", "Outcome", "compare", "format_tables", "parse_seeds", "plan_sides", "write_outcome"]
 
@@ -154,7 +158,7 @@ def _check_split(side: Side, split: str) -> None:
         raise ConfigError(f"{side.given}: its data ({side.config}) has no {split} split (data.{split}_json): give --split val")
 
 
-def _evaluate(checkpoint: Path, split: str, device: Any) -> Any:
+def _evaluate(checkpoint: Path, split: str, device: Any) -> Evaluation:
     """A checkpoint over ``split`` of the data it was trained with, as ``detector eval`` evaluates
     it (images only resized; the network's input size and normalisation). Written here, not shared
     with ``detector eval``'s, because that one lives in the command's module above this room."""
@@ -174,7 +178,7 @@ def _evaluate(checkpoint: Path, split: str, device: Any) -> Any:
     return evaluate(model, dm, split, device, progress=False)
 
 
-def _same_images(evaluations: list[Any], runs: list[SeedRun]) -> None:
+def _same_images(evaluations: list[Evaluation], runs: list[SeedRun]) -> None:
     """Every run must have been evaluated on the same images with the same objects (pairing)."""
     first = evaluations[0]
     for e, r in zip(evaluations[1:], runs[1:]):
@@ -202,7 +206,7 @@ class Outcome:
     resample_seeds: bool
     sides: list[Side]
     run_metrics: list[list[dict[str, Any]]]  # per side, per seed: the evaluator's summary of the run
-    comparisons: list[Any]  # one evaluation.bootstrap.Comparison per metric
+    comparisons: list[Comparison]  # one per metric
     trained: int
     seconds: dict[str, float]
 
@@ -313,7 +317,7 @@ def _number(x: float | None, sign: bool = False) -> str:
     return "" if x is None else f"{x:+.3f}" if sign else f"{x:.3f}"
 
 
-def table_rows(outcome: Outcome, comparison: Any) -> tuple[list[str], list[list[str]]]:
+def table_rows(outcome: Outcome, comparison: Comparison) -> tuple[list[str], list[list[str]]]:
     """One metric's table: the header and a row per side (what :func:`format_tables` prints and
     the picture draws)."""
     level = f"{comparison.differences[0].level:.0%}".replace("%", " %") if comparison.differences else "95 %"
@@ -336,7 +340,7 @@ def _what(outcome: Outcome) -> str:
             f"intervals from {outcome.resamples} paired bootstrap resamples of the {what}")
 
 
-def verdicts(outcome: Outcome, comparison: Any) -> list[str]:
+def verdicts(outcome: Outcome, comparison: Comparison) -> list[str]:
     """One line per side after A: ``B better than A (+0.031, 95 % CI +0.012 to +0.050)`` or
     ``no difference shown between B and A (...)``."""
     return [d.verdict(s.label, outcome.sides[0].label) for d, s in zip(comparison.differences, outcome.sides[1:])]

@@ -138,10 +138,12 @@ def train_seed(seed_run: SeedRun, root: str | Path, say: Callable[[str], None] =
     command = seed_run.command(root, run.version)
     say("$ " + " ".join(command))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    code = subprocess.run([sys.executable, "-m", "detector", *command[1:]], env=env).returncode
-    if code != 0 or evaluated_checkpoint(run) is None:
+    try:
+        code = subprocess.run([sys.executable, "-m", "detector", *command[1:]], env=env).returncode
+    finally:  # failed or interrupted: as detector train, a run that wrote no checkpoint leaves no folder
         if not any(run.checkpoints.glob("*.ckpt")):
             shutil.rmtree(run.path, ignore_errors=True)
+    if code != 0 or evaluated_checkpoint(run) is None:
         why = f"failed (exit status {code}; its output is above)" if code else "wrote no best.ckpt or last.ckpt (its config has no ModelCheckpoint)"
         raise UserError(f"training {run.path} {why}: the runs finished so far are kept, and the next detector compare reuses them")
     (run.path / SOURCE_FILE).write_text(json.dumps(seed_run.source(command), indent=1) + "\n")
