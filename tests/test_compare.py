@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from detector.errors import ConfigError
-from detector.research.compare import parse_seeds, plan_sides
+from detector.research.compare import EVALUATION_FILE, parse_seeds, plan_sides
 from detector.research.seed_runs import SOURCE_FILE
 from helpers import detector, tiny_config, tiny_shapes
 
@@ -42,6 +42,7 @@ def compared(tmp_path_factory: pytest.TempPathFactory) -> dict:
             folder = tmp / "runs" / "compare" / "tiny"
             out[call] = json.loads((folder / "comparison.json").read_text())
             out[call + "_md"] = (folder / "comparison.md").read_text()
+            out[call + "_kept"] = {p: p.stat().st_mtime_ns for p in (tmp / "runs").glob(f"*/v*/results/val/{EVALUATION_FILE}")}
     return out
 
 
@@ -59,6 +60,7 @@ def test_each_run_is_trained_once_and_reused_by_the_next_call(compared: dict):
     first, second = compared["first"], compared["second"]
     assert [r["run"] for s in first["sides"] for r in s["runs"]] == [r["run"] for s in second["sides"] for r in s["runs"]]
     assert first["metrics"] == second["metrics"]  # the same runs, images and resampling seed: the same numbers
+    assert len(compared["first_kept"]) == 4 and compared["second_kept"] == compared["first_kept"]  # not evaluated again
 
 
 @pytest.mark.slow
@@ -112,13 +114,13 @@ def test_seed_lists():
 
 def finished(runs: Path, name: str, config: Path, seed: int, epochs: int | None = None) -> Path:
     """A run folder as a finished ``compare`` run leaves it (no training: the files alone)."""
-    from detector.research.seed_runs import config_sha256
+    from detector.research.seed_runs import file_sha256
 
     folder = runs / name / "v1"
     (folder / "checkpoints").mkdir(parents=True)
     (folder / "checkpoints" / "best.ckpt").write_bytes(b"")
     (folder / "config.yaml").write_text(f"seed_everything: {seed}\ntrainer: {{max_epochs: 2}}\n")  # what the reuse reads of it
-    source = {"config": str(config), "sha256": config_sha256(config), "seed": seed, "epochs": epochs}
+    source = {"config": str(config), "sha256": file_sha256(config), "seed": seed, "epochs": epochs}
     (folder / SOURCE_FILE).write_text(json.dumps(source))
     return folder
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from detector.defaults import BOOTSTRAP_RESAMPLES, COMPARE_SEEDS, COMPARE_SPLIT, Split
 from detector.errors import ConfigError
-from detector.research.seed_runs import SeedRun, config_sha256, evaluated_checkpoint, find_finished, read_yaml, run_name, train_seed
+from detector.research.seed_runs import SeedRun, evaluated_checkpoint, file_sha256, find_finished, read_yaml, run_name, train_seed
 from detector.training.runs import RunFolder, versions
 
 if TYPE_CHECKING:
@@ -107,7 +107,7 @@ def _side(given: str, label: str, seeds: list[int], epochs: int | None, root: Pa
         side = Side(label, given, run.name, run.path / "config.yaml", [])
     else:
         raise ConfigError(f"{given}: neither a config file, nor a run folder (runs/NAME/vN), nor the name of a finished run in {root}")
-    sha256 = config_sha256(side.config)
+    sha256 = file_sha256(side.config)
     side.runs = [SeedRun(run_name(side.name, s), s, side.config, sha256, epochs) for s in seeds]
     if run is not None:  # the given run is its own seed's run; the other seeds train from its config.yaml
         config = read_yaml(side.config)
@@ -158,6 +158,11 @@ def _check_split(side: Side, split: str) -> None:
         raise ConfigError(f"{side.given}: its data ({side.config}) has no {split} split (data.{split}_json): give --split val")
 
 
+EVALUATION_FILE = "compare_evaluation.pt"
+"""A run's evaluation on a split, kept in ``results/SPLIT/`` for the next ``compare`` (what it was
+computed from is in the file: it is read again only when all of that is unchanged)."""
+
+
 def _evaluate(checkpoint: Path, split: str, device: Any) -> Evaluation:
     """A checkpoint over ``split`` of the data it was trained with, as ``detector eval`` evaluates
     it (images only resized; the network's input size and normalisation). Written here, not shared
@@ -176,6 +181,36 @@ def _evaluate(checkpoint: Path, split: str, device: Any) -> Evaluation:
     if not dm.jsons.get(split):
         raise ConfigError(f"{checkpoint}: its data has no {split} split: give --split val")
     return evaluate(model, dm, split, device, progress=False)
+
+
+def _evaluation(seed_run: SeedRun, split: str, device: Any, say: Callable[[str], None]) -> Evaluation:
+    """:func:`_evaluate`, or what it gave last time (:data:`EVALUATION_FILE`) when the checkpoint's
+    bytes, the split's JSON (as the run's ``config.yaml`` names it), the split and the kind of
+    device are the same: evaluating a run takes a minute or two on a CPU, a comparison many runs."""
+    import torch
+
+    from detector.evaluation.evaluator import Evaluation
+
+    checkpoint = seed_run.checkpoint
+    split_json = (read_yaml(seed_run.run.path / "config.yaml").get("data") or {}).get(f"{split}_json")
+    key = {
+        "checkpoint": file_sha256(checkpoint), "split": split, "device": str(getattr(device, "type", device)),
+        "split_json": file_sha256(split_json) if split_json and Path(split_json).is_file() else None,
+    }
+    cache = seed_run.run.path / "results" / split / EVALUATION_FILE
+    if cache.is_file():
+        try:
+            kept = torch.load(cache, map_location="cpu", weights_only=True)
+            if kept.get("key") == key:
+                say(f"evaluated before: {checkpoint} on {split} ({cache})")
+                return Evaluation(**kept["evaluation"])
+        except Exception:  # unreadable, or written by another version: evaluate again
+            pass
+    say(f"evaluating {checkpoint} on {split}")
+    found = _evaluate(checkpoint, split, device)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"key": key, "evaluation": vars(found)}, cache)
+    return found
 
 
 def _same_images(evaluations: list[Evaluation], runs: list[SeedRun]) -> None:
@@ -293,8 +328,7 @@ def compare(
     runs = [r for s in sides for r in s.runs]
     evaluations = []
     for r in runs:
-        say(f"evaluating {r.checkpoint} on {split}")
-        evaluations.append(_evaluate(r.checkpoint, split, device))
+        evaluations.append(_evaluation(r, split, device, say))
     _same_images(evaluations, runs)
     seconds["evaluate"] = time.perf_counter() - started
     started = time.perf_counter()

@@ -28,7 +28,7 @@ from typing import Any
 from detector.errors import ConfigError, UserError
 from detector.training.runs import RunFolder, new_run, versions
 
-__all__ = ["SOURCE_FILE", "SeedRun", "config_sha256", "evaluated_checkpoint", "find_finished", "run_name", "train_seed"]
+__all__ = ["SOURCE_FILE", "SeedRun", "file_sha256", "evaluated_checkpoint", "find_finished", "run_name", "train_seed"]
 
 SOURCE_FILE = "source.json"
 """What a finished run was trained from, in its folder (module docstring)."""
@@ -36,8 +36,8 @@ SOURCE_FILE = "source.json"
 _SEED_SUFFIX = re.compile(r"_s\d+$")
 
 
-def config_sha256(path: str | Path) -> str:
-    """The SHA-256 of a config file's bytes."""
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes (a config, a checkpoint, a split's JSON)."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
