@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from PIL import Image
 
 from detector.errors import ConfigError
@@ -55,6 +56,8 @@ def test_each_run_is_trained_once_and_reused_by_the_next_call(compared: dict):
         assert sorted(p.name for p in (runs / name).iterdir()) == ["v1"], name  # one version: never trained again
         source = json.loads((runs / name / "v1" / SOURCE_FILE).read_text())
         assert source["seed"] == int(name[-1]) and source["epochs"] is None
+        config = yaml.safe_load((runs / name / "v1" / "config.yaml").read_text())
+        assert config["seed_everything"] == config["data"]["seed"] == source["seed"]  # the seed orders the data too
         assert (runs / name / "v1" / "checkpoints" / "best.ckpt").is_file()
     assert compared["first"]["trained"] == 4 and compared["second"]["trained"] == 0
     first, second = compared["first"], compared["second"]
@@ -119,7 +122,7 @@ def finished(runs: Path, name: str, config: Path, seed: int, epochs: int | None 
     folder = runs / name / "v1"
     (folder / "checkpoints").mkdir(parents=True)
     (folder / "checkpoints" / "best.ckpt").write_bytes(b"")
-    (folder / "config.yaml").write_text(f"seed_everything: {seed}\ntrainer: {{max_epochs: 2}}\n")  # what the reuse reads of it
+    (folder / "config.yaml").write_text(f"seed_everything: {seed}\ntrainer: {{max_epochs: 2}}\ndata: {{seed: {seed}}}\n")  # what the reuse reads
     source = {"config": str(config), "sha256": file_sha256(config), "seed": seed, "epochs": epochs}
     (folder / SOURCE_FILE).write_text(json.dumps(source))
     return folder
@@ -132,6 +135,9 @@ def test_which_finished_runs_are_reused(tmp_path: Path):
     finished(runs, "tiny_s1", a, 1)
     finished(runs, "one_grid_s0", b, 0, epochs=5)  # another length
     (finished(runs, "one_grid_s1", b, 1) / SOURCE_FILE).unlink()  # killed before it finished
+    stale = runs / "tiny_s1" / "v2"  # a newer version, trained with another data seed
+    finished(tmp_path / "other", "tiny_s1", a, 1).rename(stale)
+    (stale / "config.yaml").write_text("seed_everything: 1\ntrainer: {max_epochs: 2}\ndata: {seed: 0}\n")
 
     def planned(*given: str, **kw) -> list[list[str | None]]:
         return [[str(r.run.path.relative_to(runs)) if r.run else None for r in s.runs] for s in plan_sides(given, 2, root=runs, **kw)]

@@ -25,8 +25,9 @@ A side is a config file, a run folder RUNS/NAME/vN or a run's name (its newest f
 the run counts for its own seed, the other seeds train from its config.yaml); SIDE@3-5 or
 SIDE@0,2,7 gives that side its own seeds (every side needs as many; seed s of A is paired with seed
 s of B). Each seed is an ordinary run, detector train fit --config CONFIG --seed_everything S
---name NAME_sS, in RUNS/NAME_sS/vN; a finished one (its source.json: the same config bytes, seed and
---epochs) is reused, never trained again. The interval resamples the split's images (the same draw
+--data.seed S --name NAME_sS, in RUNS/NAME_sS/vN (the data seed orders the images and draws the
+augmentations); a finished one (its source.json: the same config bytes, seed and --epochs) is
+reused, never trained again. The interval resamples the split's images (the same draw
 for every run) and the seeds (the same seed indices on every side); --no-resample-seeds resamples
 the images only: the noise of the test split without that of training."""
 
