@@ -3,9 +3,9 @@ found again when it is already finished and trained (one at a time) when it is n
 
 Seed ``S`` is ``--seed_everything S --data.seed S``: the first seeds the network's initialisation
 and dropout, the second the order of the training images and every augmentation
-(:mod:`detector.data.samplers`), which ``seed_everything`` leaves alone; a seed that changed only
-the first would hide most of the noise between runs (on BCCD, two seeds with the same data seed
-ended 0.0001 apart in val mAP). A config trained with seed ``S`` lives in ``ROOT/NAME_sS/vN`` (NAME: the config file's name without
+(:mod:`detector.data.samplers`), which ``seed_everything`` leaves at the config's ``data.seed``;
+both, so that the seeds sample every random choice of a training run, not the initialisation
+alone. A config trained with seed ``S`` lives in ``ROOT/NAME_sS/vN`` (NAME: the config file's name without
 ``.yaml``; for a file named ``config.yaml``, as ``detector data import`` writes them, its folder's
 name). When its training has finished, the folder gets ``source.json``: the config file's path and
 SHA-256, the seed and ``--epochs``. A folder is reused for (config, seed, epochs) only when its
