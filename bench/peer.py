@@ -208,6 +208,7 @@ def run_ours(args: argparse.Namespace, setting: Setting) -> dict[str, Any]:
         command = [
             sys.executable, "-m", "detector", "train", "fit", "--config", str(args.config), "--epochs", str(setting.epochs),
             "--name", args.name, "--run.root", str(args.runs), "--seed_everything", str(args.seed),
+            "--data.seed", str(args.seed),  # the image order and augmentations too, as the peers' (setting.data)
             *(["--data.batch_size", str(args.batch_size)] if args.batch_size is not None else []),
             *shlex.split(args.ours_args),
         ]
