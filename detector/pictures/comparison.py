@@ -1,77 +1,56 @@
-"""Two checkpoints' detections on the same image, side by side, over the same ground truth: the
-picture of a looser and a tighter fit (``detector inspect compare-boxes``)."""
+"""``detector compare``'s picture: per metric, its table, every seed's value per side, and each
+side's difference from A with its bootstrap interval against the line of no difference."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
-import torch
+import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
-from torch import Tensor
 
-from detector.core.boxes import box_iou
-from detector.pictures.draw import _numpy, _outline, draw_boxes, image_grid
+__all__ = ["comparison_figure"]
 
-__all__ = ["best_iou_per_object", "box_comparison_figure"]
+# (title, header, rows, per side the values per seed, per side after A (difference, low, high, shown), verdicts)
+Table = tuple[str, Sequence[str], Sequence[Sequence[str]], Sequence[Sequence[float]], Sequence[tuple[float, float, float, int]], Sequence[str]]
 
-
-def best_iou_per_object(prediction: dict[str, Tensor], target: dict[str, Tensor]) -> Tensor:
-    """Each object's best IoU with a detection of its class: ``(M,)``, 0 where it has none.
-
-    Args:
-        prediction: ``boxes (N, 4)`` xyxy and ``labels (N,)``.
-        target: ``boxes (M, 4)`` xyxy in the same units and ``labels (M,)``.
-    """
-    boxes = torch.tensor(_numpy(target["boxes"]), dtype=torch.float32).reshape(-1, 4)  # (M, 4) a copy: records are read-only
-    labels = torch.tensor(_numpy(target["labels"])).reshape(-1)  # (M,)
-    found = torch.as_tensor(_numpy(prediction["boxes"]), dtype=torch.float32).reshape(-1, 4)  # (N, 4)
-    found_labels = torch.as_tensor(_numpy(prediction["labels"])).reshape(-1)  # (N,)
-    if len(found) == 0 or len(boxes) == 0:
-        return torch.zeros(len(boxes))
-    iou = box_iou(boxes, found)  # (M, N)
-    same = labels[:, None] == found_labels[None, :]  # (M, N)
-    return torch.where(same, iou, 0.0).amax(dim=1)  # (M,)
+_SHOWN = {1: "tab:green", -1: "tab:red", 0: "tab:grey"}
 
 
-def box_comparison_figure(
-    image: np.ndarray,
-    target: dict[str, Tensor],
-    predictions: Sequence[dict[str, Tensor]],
-    names: Sequence[str],
-    class_names: Sequence[str] | None = None,
-    size: float = 6.0,
-) -> Figure:
-    """One image, one panel per model (left to right: the baseline first), each with the ground truth
-    (white, dashed), the model's detections (solid, class and score) and, at each object's lower left
-    corner, its best IoU with a detection of its class; the title gives their mean.
+def comparison_figure(tables: Sequence[Table], title: str) -> Figure:
+    """One row per metric: the table (a row per side), the seeds' values per side (dots; the mean
+    as a bar), and the differences from A with their intervals (green: better, red: worse, grey: no
+    difference shown), each row titled with its verdicts."""
+    sides = len(tables[0][2])
+    height = 1.0 + 0.35 * sides + 0.2 * (sides - 1)  # the table and a line of title per verdict
+    fig = plt.figure(figsize=(15, len(tables) * (height + 0.9) + 0.6))
+    grid = fig.add_gridspec(len(tables), 3, width_ratios=[3.3, 1.2, 1.4], hspace=0.9, wspace=0.3, left=0.02, right=0.98)
+    for i, (name, header, rows, per_seed, intervals, verdicts) in enumerate(tables):
+        ax = fig.add_subplot(grid[i, 0])
+        ax.axis("off")
+        cells = ax.table(cellText=[list(r) for r in rows], colLabels=list(header), loc="center", cellLoc="left")
+        cells.auto_set_font_size(False)
+        cells.set_fontsize(9.5)
+        cells.auto_set_column_width(list(range(len(header))))
+        cells.scale(1, 1.5)
+        ax.set_title(f"{name}:  " + "\n".join(verdicts), loc="left", fontsize=10, fontweight="bold")
 
-    Args:
-        image: ``(H, W, 3)`` uint8.
-        target: ``boxes (M, 4)`` xyxy in the image's pixels and ``labels (M,)``.
-        predictions: per model ``boxes (N, 4)`` xyxy pixels, ``labels (N,)``, ``scores (N,)``.
-        names: per model, the name its panel's title starts with.
+        ax = fig.add_subplot(grid[i, 1])
+        labels = [r[0] for r in rows]
+        for k, values in enumerate(per_seed):
+            ax.plot(values, [k] * len(values), "o", color="tab:blue", alpha=0.6, ms=5)
+            mean = sum(values) / len(values)
+            ax.plot([mean, mean], [k - 0.3, k + 0.3], color="black", lw=2)
+        ax.set(yticks=range(len(labels)), yticklabels=labels, ylim=(len(labels) - 0.5, -0.5), xlabel=f"{name} per seed")
+        ax.grid(axis="x", alpha=0.3)
 
-    Returns:
-        A figure of ``len(predictions)`` panels; panel ``i`` holds ``M + N_i`` rectangles (the
-        ground truth first).
-    """
-    fig, axes = image_grid(len(predictions), ncols=len(predictions), size=size)
-    truth = _numpy(target["boxes"]).reshape(-1, 4)
-    for ax, pred, name in zip(axes, predictions, names, strict=True):
-        ax.imshow(image)
-        draw_boxes(ax, truth, colours=["white"] * len(truth), linestyle="--", linewidth=2.0, outline=1.5)
-        draw_boxes(ax, pred["boxes"], pred["labels"], class_names, pred["scores"], colour_offset=3, linewidth=1.8)  # red first
-        best = best_iou_per_object(pred, target)  # (M,)
-        for (x1, _, _, y2), iou in zip(truth, best.tolist(), strict=True):
-            text = ax.text(x1, y2, f"IoU {iou:.2f}", va="bottom", color="white", fontsize=9, weight="bold", clip_on=True)
-            text.set_path_effects(_outline(3.0))
-        mean = f"{float(best.mean()):.3f}" if len(best) else "n/a"
-        ax.set_title(f"{name}\nmean best IoU of the {_count(len(best), 'object')}: {mean}; "
-                     f"{_count(len(pred['boxes']), 'detection')}", fontsize=10)
-    fig.tight_layout()
+        ax = fig.add_subplot(grid[i, 2])
+        for k, (difference, low, high, shown) in enumerate(intervals, 1):
+            colour = _SHOWN[shown]
+            ax.plot([low, high], [k, k], color=colour, lw=3)
+            ax.plot([difference], [k], "o", color=colour, ms=7)
+        ax.axvline(0, color="black", lw=1, ls="--")
+        ax.set(yticks=range(1, len(labels)), yticklabels=[f"{x} - {labels[0]}" for x in labels[1:]],
+               ylim=(len(labels) - 0.5, 0.5), xlabel="difference, 95 % interval")
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle(title, fontsize=11, x=0.01, ha="left")
     return fig
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
