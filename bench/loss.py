@@ -1,6 +1,7 @@
 """Matching + SSD loss, forward and backward: the batched code vs the lesson's per-image loop.
 
     .venv/bin/python bench/loss.py [--threads 1] [--repeats 7] [--train-repeats 2] [--no-train-step] [--compile]
+                                   [--loss box=giou --loss quality=qfl --loss matching=atss ...]
 
 Batch 64 with 0..20 objects per image (random), C = 20, for the lesson's 189 anchors and for the
 8,732 anchors of SSD300 (Liu et al. 2016). Each repeat times the batched ``SSDLoss`` and the loop
@@ -10,7 +11,10 @@ the median. ``share_of_train_step`` divides the batched time at 189 anchors by o
 weights="none")`` at batch 64, 224 px. ``--compile`` adds a third column: the same ``SSDLoss``
 under ``torch.compile(dynamic=True)`` (compiled once before timing; its one-time cost is printed),
 which fuses the elementwise passes that bound the eager code at 189 anchors. Prints a table, then
-one JSON line.
+one JSON line. ``--loss KEY=VALUE`` (repeatable) times the loss with the options of issue 36
+(``box``, ``quality``, ``matching``, ``atss_topk``) instead of the lesson's: the batched ``SSDLoss``,
+the loop with the same options (``tests/reference.py`` has a plain loop for each) and the training
+step's loss alike.
 """
 
 from __future__ import annotations
@@ -80,17 +84,24 @@ def fwd_bwd(loss_fn: Callable, cls_logits, box_deltas, anchors, boxes, labels) -
     return (time.perf_counter() - start) * 1e3
 
 
-def loop_loss(cls_logits, box_deltas, anchors, boxes, labels) -> dict[str, torch.Tensor]:
-    """The lesson's loop with the same ("mean") batch reduction as the batched default."""
-    return ssd_loss(cls_logits, box_deltas, boxes, labels, anchors, reduction="mean")
+OPTIONS = {"box": str, "quality": str, "matching": str, "atss_topk": int}
+"""The ``--loss`` keys: the options that both ``SSDLoss`` and the loop of ``tests/reference.py`` have."""
 
 
-def compare(anchors: Anchors, repeats: int, compiled: bool = False) -> dict[str, float]:
+def loop_loss(options: dict) -> Callable:
+    """The lesson's loop with the same ("mean") batch reduction as the batched default, and ``options``."""
+    def loss(cls_logits, box_deltas, anchors, boxes, labels) -> dict[str, torch.Tensor]:
+        return ssd_loss(cls_logits, box_deltas, boxes, labels, anchors, reduction="mean", **options)
+    return loss
+
+
+def compare(anchors: Anchors, repeats: int, compiled: bool = False, options: dict | None = None) -> dict[str, float]:
     """Median ms of batched, loop (and compiled batched), timed back to back in rotating order."""
+    options = options or {}
     inputs = batch(anchors, seed=0)
-    fns = {"batched": SSDLoss(), "loop": loop_loss}  # the defaults: tanh coder, focal, mean reduction
+    fns = {"batched": SSDLoss(**options), "loop": loop_loss(options)}  # the defaults: tanh coder, focal, mean reduction
     if compiled:
-        fns["compiled"] = torch.compile(SSDLoss(), dynamic=True)
+        fns["compiled"] = torch.compile(SSDLoss(**options), dynamic=True)
     warm_up = {name: fwd_bwd(fn, *inputs[:2], anchors, *inputs[2:]) for name, fn in fns.items()}
     runs = {name: [] for name in fns}
     names = list(fns)
@@ -108,13 +119,13 @@ def compare(anchors: Anchors, repeats: int, compiled: bool = False) -> dict[str,
 TRAIN_STEP = "detector.model.build_ssd(num_classes=20, weights='none') (ResNet-34 + the lesson's head)"
 
 
-def train_step_ms(repeats: int) -> float:
+def train_step_ms(repeats: int, options: dict | None = None) -> float:
     """Median ms of one training step of :data:`TRAIN_STEP`: forward, loss, backward, Adam step."""
     from detector.model import build_ssd  # here, so that --no-train-step runs without the model
 
     model = build_ssd(num_classes=NUM_CLASSES, weights="none")
     anchors = make_anchors()
-    criterion, optimizer = SSDLoss(), torch.optim.Adam(model.parameters(), lr=1e-3)
+    criterion, optimizer = SSDLoss(**(options or {})), torch.optim.Adam(model.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(1)
     images = torch.randn(BATCH, 3, IMAGE_SIZE, IMAGE_SIZE, generator=gen)
     counts = torch.randint(0, MAX_OBJECTS + 1, (BATCH,), generator=gen).tolist()
@@ -138,15 +149,24 @@ def main() -> None:
     parser.add_argument("--train-repeats", type=int, default=2)
     parser.add_argument("--no-train-step", action="store_true", help="skip the (slow) ResNet-34 training step")
     parser.add_argument("--compile", action="store_true", help="also time SSDLoss under torch.compile")
+    parser.add_argument("--loss", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"a loss option, repeatable; keys: {', '.join(OPTIONS)} (default: the lesson's loss)")
     args = parser.parse_args()
+    options = {}
+    for item in args.loss:
+        key, _, value = item.partition("=")
+        if key not in OPTIONS or not value:
+            parser.error(f"--loss {item}: expected KEY=VALUE with KEY one of {', '.join(OPTIONS)}")
+        options[key] = OPTIONS[key](value)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
     results = {
-        "anchors_189": compare(make_anchors(), args.repeats, args.compile),
-        "anchors_8732": compare(ssd300_anchors(), args.repeats, args.compile),
+        "anchors_189": compare(make_anchors(), args.repeats, args.compile, options),
+        "anchors_8732": compare(ssd300_anchors(), args.repeats, args.compile, options),
     }
-    print(f"matching + loss, forward + backward, batch {BATCH}, <= {MAX_OBJECTS} objects, C = {NUM_CLASSES}, "
+    chosen = ", ".join(f"{k} = {v}" for k, v in options.items()) or "the lesson's loss"
+    print(f"matching + loss ({chosen}), forward + backward, batch {BATCH}, <= {MAX_OBJECTS} objects, C = {NUM_CLASSES}, "
           f"torch threads = {args.threads}, median of {args.repeats}")
     extra = f" {'compiled ms':>12} {'speedup':>8} {'compile s':>10}" if args.compile else ""
     print(f"{'anchors':>8} {'batched ms':>11} {'loop ms':>10} {'speedup':>8}" + extra)
@@ -157,11 +177,11 @@ def main() -> None:
         print(row)
     share = None
     if not args.no_train_step:
-        step_ms = train_step_ms(args.train_repeats)
+        step_ms = train_step_ms(args.train_repeats, options)
         share = round(results["anchors_189"]["batched_ms"] / step_ms, 5)
         print(f"one training step of {TRAIN_STEP}, batch {BATCH}, {IMAGE_SIZE} px: {step_ms:.0f} ms "
               f"(median of {args.train_repeats}); batched matching + loss = {100 * share:.3f} % of it")
-    print(json.dumps({**results, "share_of_train_step": share}))
+    print(json.dumps({**results, "share_of_train_step": share, "options": options}))
 
 
 if __name__ == "__main__":

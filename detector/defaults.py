@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 __all__ = [
+    "ATSS_TOPK",
     "BOOTSTRAP_RESAMPLES",
     "COMPARE_SEEDS",
     "COMPARE_SPLIT",
@@ -38,6 +39,11 @@ default when no body says otherwise."""
 MATCH_IOU = 0.4
 """Matching: an anchor whose best IoU with an object is strictly above this is positive (the
 lesson's ``map_to_ground_truth``, ``gt_overlap > 0.4``); also what ``anchors: auto`` covers."""
+
+ATSS_TOPK = 9
+"""Adaptive matching (``matching: atss``): the candidate anchors per object and grid, those whose
+centres are nearest the object's (Zhang et al. 2020, "Bridging the Gap Between Anchor-based and
+Anchor-free Detection via Adaptive Training Sample Selection": k = 9)."""
 
 NMS_IOU = 0.4
 """Non-maximum suppression: a box overlapping a higher-scoring one of its class above this IoU is

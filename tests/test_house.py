@@ -26,6 +26,7 @@ NAMED = [
     (("score", "threshold", "conf"), defaults.EVAL_SCORE, "EVAL_SCORE"),
     (("score", "threshold", "conf"), defaults.PICTURE_SCORE, "PICTURE_SCORE"),
     (("fraction",), defaults.MAX_SKIPPED_FRACTION, "MAX_SKIPPED_FRACTION"),
+    (("atss",), defaults.ATSS_TOPK, "ATSS_TOPK"),
 ]
 STATISTICS = set(defaults.IMAGENET_MEAN) | set(defaults.IMAGENET_STD)
 
@@ -91,11 +92,12 @@ def test_the_check_finds_a_second_literal(tmp_path: Path):
         "    return cfg.get('max_skipped_fraction', 0.05), ('train', 'val', 'test'), (0.485, 0.456, 0.406)\n"
         "@dataclass\nclass C:\n    conf: float = 0.01\n    nms_iou: float = 0.45\n    dropout: float = 0.4\n"
         "parser.add_argument('--score', default=0.25)\n"
+        "def g(atss_topk=9):\n    pass\n"
     )
     hits = default_literals(sample)
     assert [h.split(" (")[-1] for h in hits].count("IMAGENET_MEAN / IMAGENET_STD)") == 3
     for constant in ("IMAGE_SIZE", "SPLITS", "MATCH_IOU or NMS_IOU", "PICTURE_SCORE", "EVAL_SCORE", "CONFUSION_IOU",
-                     "MAX_SKIPPED_FRACTION"):
+                     "MAX_SKIPPED_FRACTION", "ATSS_TOPK"):
         assert any(h.endswith(f"({constant})") for h in hits), (constant, hits)
     assert not any("dropout" in h for h in hits)  # 0.4 is the lesson's dropout too: not a threshold
     assert sum("PICTURE_SCORE" in h for h in hits) == 2  # the parameter and the argparse default

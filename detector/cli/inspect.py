@@ -18,18 +18,25 @@ DESCRIPTION = """Draw what a config and a checkpoint do, to check them by eye.
   detector inspect matches --config configs/shapes.yaml [--images 8]
   detector inspect batch --config configs/shapes.yaml [--batches 2]
   detector inspect predictions --config configs/shapes.yaml --checkpoint CKPT   (into the run's inspect/)
+  detector inspect compare-boxes --config configs/shapes.yaml --baseline OLD.ckpt --checkpoint NEW.ckpt [--index 3]
 
 --out FOLDER puts the pictures elsewhere; by default they go to runs/inspect/NAME (NAME: the config's
-run.name, else its file name), or for predictions of a checkpoint in a run folder, runs/NAME/vN/inspect.
+run.name, else its file name), or for predictions and compare-boxes of a --checkpoint in a run
+folder, runs/NAME/vN/inspect.
 
 anchors:      anchors.png, the anchor grids, all anchors of a few cells (on --image if given).
 matches:      matches.png, the first training images' objects and the anchors matched to them, and
               matches.txt: over the whole training split, positive anchors per object and the objects
-              that only their one forced anchor covers or no anchor covers, per class.
+              that only their one forced anchor covers or no anchor covers, per class. The config's
+              matching (loss.matching: fixed or atss), or --matching's.
 batch:        batch_0.png, ...: training batches augmented exactly as training sees them (epoch 0).
 predictions:  raw_predictions.png (the 10 best-scoring anchors' boxes before NMS) and detections.png
               (after NMS, above --score, ground truth dashed), on the first validation images, with
               the checkpoint's image size and normalisation.
+compare-boxes: compare_boxes.png, --baseline's detections (left) and --checkpoint's (right) on one
+              validation image (--index, default 0) over the same ground truth, each object's best
+              IoU with a detection of its class written at its corner: which fits tighter. Each
+              model's N best-scoring detections for an image of N objects (--score S: all above S).
 --palette 256 writes 256-colour PNGs, about 3x smaller (for pictures kept in a repository)."""
 
 
@@ -49,7 +56,7 @@ def default_out(config: str, checkpoint: str | None) -> Path:
 
 def main(argv: Sequence[str]) -> int:
     parser = Parser(prog="detector inspect", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("anchors", "matches", "batch", "predictions"))
+    parser.add_argument("what", choices=("anchors", "matches", "batch", "predictions", "compare-boxes"))
     parser.add_argument("--config", required=True, help="a training config (YAML)")
     parser.add_argument(
         "--out", help="folder for the pictures (default: the checkpoint's run folder's inspect/, else runs/inspect/NAME, "
@@ -58,17 +65,32 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--images", type=int, default=8, help="images per picture (matches, batch, predictions)")
     parser.add_argument("--batches", type=int, default=1, help="training batches to draw (batch)")
     parser.add_argument("--image", help="anchors: draw them on this picture, squashed to the input size")
-    parser.add_argument("--checkpoint", help="predictions: a .ckpt written by detector train")
-    parser.add_argument("--score", type=float, help="predictions: the score threshold (default: the checkpoint's)")
+    parser.add_argument("--checkpoint", help="predictions, compare-boxes: a .ckpt written by detector train")
+    parser.add_argument("--baseline", help="compare-boxes: the .ckpt drawn on the left (the old default)")
+    parser.add_argument("--index", type=int, default=0, help="compare-boxes: which validation image (default 0)")
+    parser.add_argument("--score", type=float, help="predictions, compare-boxes: the score threshold "
+                        "(default: predictions the checkpoint's, compare-boxes the N best for N objects)")
+    parser.add_argument("--matching", choices=("fixed", "atss"), help="matches: this matching instead of the config's")
     parser.add_argument("--palette", type=int, help="reduce the PNGs to this many colours (e.g. 256)")
     args = parser.parse_args(argv)
     if args.what == "predictions" and not args.checkpoint:
         parser.error("predictions needs --checkpoint")
+    if args.what == "compare-boxes" and not (args.checkpoint and args.baseline):
+        parser.error("compare-boxes needs --baseline and --checkpoint")
 
-    from detector.inspection.views import inspect_anchors, inspect_batches, inspect_matches, inspect_predictions, load_config
+    from detector.inspection.views import (
+        inspect_anchors,
+        inspect_batches,
+        inspect_compare_boxes,
+        inspect_matches,
+        inspect_predictions,
+        load_config,
+    )
 
     cfg = load_config(args.config)
     cfg.data.update(num_workers=0, persistent_workers=False)  # a few batches: no worker start-up
+    if args.matching:
+        cfg.matching = args.matching
     out = Path(args.out) if args.out else default_out(args.config, args.checkpoint)
     out.mkdir(parents=True, exist_ok=True)
     if args.what == "anchors":
@@ -77,8 +99,10 @@ def main(argv: Sequence[str]) -> int:
         written = inspect_matches(cfg, out, args.images, args.palette)
     elif args.what == "batch":
         written = inspect_batches(cfg, out, args.batches, args.images, args.palette)
-    else:
+    elif args.what == "predictions":
         written = inspect_predictions(cfg, out, args.checkpoint, args.images, args.score, args.palette)
+    else:
+        written = inspect_compare_boxes(cfg, out, args.baseline, args.checkpoint, args.index, args.score, args.palette)
     for path in written:
         print(f"wrote {path}", file=sys.stderr)
     return 0

@@ -85,6 +85,13 @@ class Anchors:
     def __len__(self) -> int:
         return self.cxcywh.shape[0]
 
+    def level_sizes(self) -> list[int]:
+        """The number of anchors on each grid, in the anchors' order: the runs of equal ``cell_size``
+        (``make_anchors`` puts each grid's anchors together; a set concatenated grid by grid, with
+        its own ``k`` per grid, works too). Adaptive matching picks its candidates per grid."""
+        _, counts = torch.unique_consecutive(self.cell_size.detach().view(-1).cpu(), return_counts=True)
+        return counts.tolist()
+
     def select(self, index: Tensor) -> Anchors:
         """The anchors at ``index`` (e.g. the positive ones, for the loss); ``grids`` and ``k`` still
         describe the full set (the box coders read only ``cxcywh`` and ``cell_size``)."""

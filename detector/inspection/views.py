@@ -16,14 +16,17 @@ from detector.autoanchor.choice import resolve_auto_anchors
 from detector.autoanchor.coverage import format_statistics, match_statistics
 from detector.core.anchors import AnchorConfig, Anchors
 from detector.core.loss import LossConfig
+from detector.core.matching import Matching
 from detector.data.datamodule import DetectionDataModule
 from detector.data.dataset import DetectionDataset, collate_detections
 from detector.data.image import load_image
 from detector.data.transforms import DetectionTransform
+from detector.defaults import ATSS_TOPK
 from detector.deploy.loading import load_detector
 from detector.errors import ConfigError
 from detector.pictures import (
     anchor_figure,
+    box_comparison_figure,
     denormalize,
     detection_grid,
     ground_truth_grid,
@@ -33,7 +36,15 @@ from detector.pictures import (
 )
 from detector.training.config import read_config
 
-__all__ = ["InspectConfig", "inspect_anchors", "inspect_batches", "inspect_matches", "inspect_predictions", "load_config"]
+__all__ = [
+    "InspectConfig",
+    "inspect_anchors",
+    "inspect_batches",
+    "inspect_compare_boxes",
+    "inspect_matches",
+    "inspect_predictions",
+    "load_config",
+]
 
 @dataclass
 class InspectConfig:
@@ -45,6 +56,7 @@ class InspectConfig:
         iou_threshold: the loss's matching threshold.
         data: the ``DetectionDataModule`` arguments, linked to the model as in training.
         path: the config file.
+        matching, atss_topk: the loss's matching rule (``"fixed"`` or ``"atss"``) and ATSS's candidates.
     """
 
     anchors: Anchors
@@ -52,6 +64,8 @@ class InspectConfig:
     iou_threshold: float
     data: dict[str, Any]
     path: Path
+    matching: Matching = "fixed"
+    atss_topk: int = ATSS_TOPK
 
     def datamodule(self) -> DetectionDataModule:
         """The config's data module, its data generated if the config says so (``prepare_data``)."""
@@ -73,6 +87,8 @@ def load_config(path: str | Path) -> InspectConfig:
         iou_threshold=float(loss.iou_threshold) if loss is not None else LossConfig.iou_threshold,
         data=cfg.data.as_dict(),
         path=Path(path),
+        matching=loss.get("matching", LossConfig.matching) if loss is not None else LossConfig.matching,
+        atss_topk=int(loss.get("atss_topk", LossConfig.atss_topk)) if loss is not None else LossConfig.atss_topk,
     )
 
 
@@ -95,8 +111,10 @@ def inspect_matches(cfg: InspectConfig, out: Path, images: int = 8, palette: int
     dm = cfg.datamodule()
     dm.setup("fit")
     split = dm.splits["train"]
+    rule = {"matching": cfg.matching, "atss_topk": cfg.atss_topk}
     stats = format_statistics(
-        match_statistics(split, cfg.anchors, cfg.iou_threshold), cfg.anchors, cfg.iou_threshold, split, f"{cfg.path}: "
+        match_statistics(split, cfg.anchors, cfg.iou_threshold, **rule), cfg.anchors, cfg.iou_threshold, split,
+        f"{cfg.path}: ", **rule,
     )
     print(stats)
     dataset = DetectionDataset(split, DetectionTransform("none", cfg.image_size, cfg.data["mean"], cfg.data["std"]))
@@ -105,7 +123,7 @@ def inspect_matches(cfg: InspectConfig, out: Path, images: int = 8, palette: int
     S = cfg.image_size
     targets = [{"boxes": s["boxes"] * S, "labels": s["labels"]} for s in samples]
     titles = [f"id {s['image_id']}" for s in samples]
-    fig = match_grid(list(pictures), targets, cfg.anchors, dm.class_names, cfg.iou_threshold, titles=titles)
+    fig = match_grid(list(pictures), targets, cfg.anchors, dm.class_names, cfg.iou_threshold, titles=titles, **rule)
     (out / "matches.txt").write_text(stats + "\n")
     return [save_figure(fig, out / "matches.png", dpi=90, palette=palette), out / "matches.txt"]
 
@@ -182,3 +200,51 @@ def inspect_predictions(
         save_figure(raw, out / "raw_predictions.png", dpi=90, palette=palette),
         save_figure(fig, out / "detections.png", dpi=90, palette=palette),
     ]
+
+
+@torch.no_grad()
+def inspect_compare_boxes(
+    cfg: InspectConfig,
+    out: Path,
+    baseline: str | Path,
+    checkpoint: str | Path,
+    index: int = 0,
+    score: float | None = None,
+    palette: int | None = None,
+) -> list[Path]:
+    """``out/compare_boxes.png``: ``baseline``'s detections (left) and ``checkpoint``'s (right) on
+    validation image ``index`` (a training image when the config has no ``val_json``), drawn on the
+    original over the same ground truth, each object's best IoU written at its corner. Each model sees
+    the image at its own size and normalisation. Drawn: each model's N best-scoring detections, N the
+    image's objects, so that two models whose scores differ in scale show as many boxes each (a
+    picture threshold hides everything of a model that is not yet confident); with ``score``, every
+    detection above it instead."""
+    models = [load_detector(path, "cpu") for path in (baseline, checkpoint)]
+    dm = cfg.datamodule()
+    name = "val" if dm.jsons["val"] else "train"
+    dm.setup("validate" if name == "val" else "fit")
+    split = dm.splits[name]
+    for path, model in zip((baseline, checkpoint), models, strict=True):
+        if split.class_names != model.class_names:
+            raise ConfigError(f"{split.json_path}: classes {split.class_names} differ from {path}'s {model.class_names}")
+    if not 0 <= index < len(split.records):
+        raise ConfigError(f"{split.json_path}: --index {index} is not one of its {len(split.records)} images (0 to {len(split.records) - 1})")
+    record = split.records[index]
+    scale = torch.tensor([record.width, record.height, record.width, record.height], dtype=torch.float32)
+    predictions = []
+    for model in models:
+        backbone = model.model.backbone
+        dataset = DetectionDataset(split, DetectionTransform("none", model.image_size, backbone.mean, backbone.std))
+        batch = collate_detections([dataset[index]])
+        det = model.detect(batch["images"], score_threshold=score)[0]  # None: the evaluation's threshold
+        if score is None:  # the best-scoring N (detections come highest score first)
+            det = {key: value[: max(1, len(record.boxes))] for key, value in det.items()}
+        predictions.append({**det, "boxes": det["boxes"] * scale})
+    names = [f"{side}: {'/'.join(Path(path).parts[-4:])}" for side, path in zip(("left", "right"), (baseline, checkpoint), strict=True)]
+    target = {"boxes": record.boxes, "labels": record.labels}
+    fig = box_comparison_figure(load_image(record.path), target, predictions, names, models[0].class_names)
+    n = max(1, len(record.boxes))
+    shown = f"the {n} best-scoring detection{'s' * (n > 1)}" if score is None else f"detections scoring above {score:g}"
+    fig.suptitle(f"{name} image {record.path.name}: ground truth dashed white, {shown} solid", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    return [save_figure(fig, out / "compare_boxes.png", dpi=100, palette=palette)]

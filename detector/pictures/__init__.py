@@ -4,6 +4,7 @@ the data report's charts, the learning-rate range test. Only figure modules impo
 
 - :mod:`~detector.pictures.draw`: boxes and labels with outlines, image grids, saving;
 - :mod:`~detector.pictures.lesson`: ground truth, anchors, matches, raw predictions, detections;
+- :mod:`~detector.pictures.box_comparison`: two checkpoints' boxes side by side on one image;
 - :mod:`~detector.pictures.report`: the data report's charts (classes, box shapes, anchor coverage);
 - :mod:`~detector.pictures.charts`: the learning-rate range test;
 - :mod:`~detector.pictures.comparison`: ``detector compare``'s tables, seeds and intervals.
@@ -12,6 +13,7 @@ the data report's charts, the learning-rate range test. Only figure modules impo
 import lazy_loader as _lazy
 
 __getattr__, __dir__, __all__ = _lazy.attach(__name__, submod_attrs={
+    "box_comparison": ["best_iou_per_object", "box_comparison_figure"],
     "charts": ["lr_finder_figure"],
     "comparison": ["comparison_figure"],
     "draw": ["box_colour", "denormalize", "draw_boxes", "draw_label_text", "figure_to_array", "image_grid",

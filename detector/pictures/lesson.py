@@ -25,8 +25,8 @@ from torch import Tensor
 
 from detector.core.anchors import Anchors
 from detector.core.box_coder import BoxCoder, make_box_coder
-from detector.core.matching import match
-from detector.defaults import IMAGE_SIZE, MATCH_IOU
+from detector.core.matching import Matching, match
+from detector.defaults import ATSS_TOPK, IMAGE_SIZE, MATCH_IOU
 from detector.pictures.draw import _numpy, box_colour, draw_boxes, draw_label_text, image_grid
 
 __all__ = [
@@ -158,12 +158,15 @@ def match_grid(
     titles: Sequence[str] | None = None,
     ncols: int = 4,
     size: float = 3.5,
+    matching: Matching = "fixed",
+    atss_topk: int = ATSS_TOPK,
 ) -> Figure:
     """(c) Each object (solid, named) and its positive anchors (dashed), in the object's colour.
 
-    Matching is :func:`detector.core.matching.match`, the training loss's own, so an object whose best
-    IoU with any anchor is low still gets its one forced anchor, and anchors over the threshold
-    are drawn for every object they match.
+    Matching is :func:`detector.core.matching.match`, the training loss's own (``matching``,
+    ``atss_topk``), so an object whose best IoU with any anchor is low still gets its one forced
+    anchor, and anchors over the threshold (``"fixed"``) or over the object's own threshold with
+    their centre inside it (``"atss"``) are drawn for every object they match.
 
     Args:
         images: ``(H, W, 3)`` uint8 arrays; anchors are stretched to each image (the network sees
@@ -180,7 +183,7 @@ def match_grid(
         scale = torch.tensor([width, height, width, height], dtype=torch.float32)  # (4,)
         boxes = _as_tensor_boxes(targets[i]["boxes"])  # (n, 4) pixels
         labels = torch.tensor(_numpy(targets[i]["labels"]), dtype=torch.int64).reshape(-1)  # (n,)
-        m = match(anchors.to("cpu"), (boxes / scale)[None], labels[None], iou_threshold)
+        m = match(anchors.to("cpu"), (boxes / scale)[None], labels[None], iou_threshold, matching, atss_topk)
         positive = m.positive[0].nonzero().squeeze(1)  # (P,) anchor rows
         owner = m.matched_idx[0, positive].tolist()  # (P,) object of each
         ax.imshow(images[i])

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torchvision.ops import sigmoid_focal_loss
 
 from detector.core.anchors import make_anchors
+from detector.core.box_coder import SSDCoder
 from detector.core.loss import FocalBCESum, SSDLoss
 from reference import get_y, match_one, random_targets, ssd_loss
 
@@ -263,3 +266,150 @@ def test_the_loss_of_low_precision_activations_is_computed_in_float32(dtype):
     assert got["loss"].dtype == torch.float32
     torch.testing.assert_close(got["loss"], want["loss"], rtol=1e-6, atol=0)
     assert [g.dtype for g in _grads(got, *low)] == [dtype, dtype]
+
+
+# --------------------------------------------------------------------------------------------------
+# Beyond the lesson: IoU box losses, IoU-aware class targets, ATSS matching (issue 36)
+
+OPTIONS = [
+    {"box": "giou"},
+    {"box": "diou"},
+    {"box": "ciou"},
+    {"quality": "qfl"},
+    {"quality": "varifocal"},
+    {"matching": "atss"},
+    {"matching": "atss", "atss_topk": 4},
+    {"box": "giou", "quality": "qfl", "matching": "atss"},
+    {"box": "ciou", "quality": "varifocal", "matching": "atss"},
+]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("reduction", ["mean", "lesson_sum"])
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+def test_each_option_equals_its_plain_per_image_loop(seed, reduction, options):
+    """The batched loss with each option against tests/reference.py's loop, written from the papers."""
+    cls_logits, box_deltas, anchors, boxes, labels = _batch(seed)
+    got = SSDLoss(reduction=reduction, **options)(cls_logits, box_deltas, anchors, boxes, labels)
+    loc_weight = 2.0 if "box" in options else 1.0  # loc_weight not given: 2 for an IoU loss
+    want = ssd_loss(cls_logits, box_deltas, boxes, labels, anchors, reduction=reduction, loc_weight=loc_weight, **options)
+    for name in ("loc", "cls", "loss"):
+        torch.testing.assert_close(got[name], want[name], rtol=1e-9, atol=1e-12)
+    for g, w in zip(_grads(got, cls_logits, box_deltas), _grads(want, cls_logits, box_deltas)):
+        torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-12)
+        assert g.abs().sum() > 0
+    default = SSDLoss(reduction=reduction)(cls_logits, box_deltas, anchors, boxes, labels)
+    assert not torch.isclose(got["loss"], default["loss"])  # switched off, the loss is another
+
+
+@pytest.mark.parametrize("box", ["giou", "ciou"])
+def test_iou_box_loss_decodes_with_the_ssd_coder(box):
+    cls_logits, box_deltas, anchors, boxes, labels = _batch(2)
+    got = SSDLoss(coder="ssd", box=box, quality="qfl")(cls_logits, box_deltas, anchors, boxes, labels)
+    want = ssd_loss(cls_logits, box_deltas, boxes, labels, anchors, reduction="mean", loc_weight=2.0, box=box,
+                    quality="qfl", decode=SSDCoder().decode)
+    for name in ("loc", "cls"):
+        torch.testing.assert_close(got[name], want[name], rtol=1e-9, atol=1e-12)
+    for g, w in zip(_grads(got, cls_logits, box_deltas), _grads(want, cls_logits, box_deltas)):
+        torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-12)
+
+
+def _one_anchor_case():
+    """One anchor, the whole image; zero activations decode to it, [0, 0, 1, 1]; the object is the
+    image's left half [0, 0, 0.5, 1]: IoU 0.5, the enclosing box the image itself."""
+    anchors = make_anchors(grids=(1,), zooms=(1.0,), ratios=((1.0, 1.0),))
+    boxes, labels = torch.tensor([[[0.0, 0.0, 0.5, 1.0]]], dtype=torch.float64), torch.tensor([[0]])
+    cls_logits = torch.zeros(1, 1, 1, dtype=torch.float64, requires_grad=True)  # p = 0.5 = the IoU
+    box_deltas = torch.zeros(1, 1, 4, dtype=torch.float64, requires_grad=True)
+    return cls_logits, box_deltas, anchors, boxes, labels
+
+
+def test_iou_box_losses_by_hand():
+    cls_logits, box_deltas, anchors, boxes, labels = _one_anchor_case()
+    l1 = SSDLoss()(cls_logits, box_deltas, anchors, boxes, labels)["loc"]
+    assert l1.item() == pytest.approx(0.5 / 4)  # the lesson's: |1 - 0.5| on x2 only, over 4 coordinates
+    iou = 0.5
+    v = 4 / math.pi**2 * (math.atan(0.5 / 1.0) - math.atan(1.0)) ** 2  # aspect: 1/2 against 1
+    want = {
+        "giou": 1 - iou + (1.0 - 1.0) / 1.0,  # enclosing area 1 = the union: GIoU = IoU
+        "diou": 1 - iou + 0.25**2 / 2,  # centres 0.25 apart, the enclosing diagonal squared 2
+        "ciou": 1 - iou + 0.25**2 / 2 + v / (1 - iou + v) * v,
+    }
+    for box, value in want.items():
+        terms = SSDLoss(box=box)(cls_logits, box_deltas, anchors, boxes, labels)
+        assert terms["loc"].item() == pytest.approx(value, rel=1e-6), box
+        loc, cls = terms["loc"].item(), terms["cls"].item()
+        assert terms["loss"].item() == pytest.approx(2.0 * loc + cls, rel=1e-12)  # weight 2 when not given
+        halved = SSDLoss(box=box, loc_weight=0.5)(cls_logits, box_deltas, anchors, boxes, labels)["loss"]
+        assert halved.item() == pytest.approx(0.5 * loc + cls, rel=1e-12)
+    # The box gradient: a centre further right or a wider box fit the left half worse.
+    (grad,) = torch.autograd.grad(SSDLoss(box="giou")(cls_logits, box_deltas, anchors, boxes, labels)["loc"], box_deltas)
+    assert grad[0, 0, 0] > 0 and grad[0, 0, 2] > 0
+
+
+@pytest.mark.parametrize("quality", ["qfl", "varifocal"])
+def test_quality_target_is_the_iou_of_the_decoded_box(quality):
+    """The positive's class target is its IoU (0.5 here): at p = 0.5 its gradient vanishes under qfl
+    and varifocal (BCE against 0.5 is smallest there), not under the focal loss (target 1)."""
+    cls_logits, box_deltas, anchors, boxes, labels = _one_anchor_case()
+    terms = SSDLoss(quality=quality)(cls_logits, box_deltas, anchors, boxes, labels)
+    (grad,) = torch.autograd.grad(terms["cls"], cls_logits)
+    assert grad.abs().item() < 1e-12
+    assert terms["cls"].item() == pytest.approx(math.log(2) * (0.0 if quality == "qfl" else 0.5), abs=1e-12)
+    (focal,) = torch.autograd.grad(SSDLoss()(cls_logits, box_deltas, anchors, boxes, labels)["cls"], cls_logits)
+    assert focal.item() < -0.01  # the focal loss pushes the score up, to 1
+    # The target is detached: the class loss sends nothing into the box activations.
+    decoded_far = torch.tensor([[[0.0, 0.0, -3.0, 0.0]]], dtype=torch.float64, requires_grad=True)  # narrower box
+    terms = SSDLoss(quality=quality)(cls_logits, decoded_far, anchors, boxes, labels)
+    assert terms["cls"].item() > 1e-3  # another IoU, another target
+    (box_grad,) = torch.autograd.grad(terms["cls"], decoded_far, allow_unused=True)
+    assert box_grad is None
+
+
+def test_varifocal_positive_with_zero_iou_is_a_negative():
+    """A positive whose decoded box misses its object has target 0, a negative's term (mmdetection's)."""
+    anchors = make_anchors(grids=(2,), zooms=(1.0,), ratios=((1.0, 1.0),))  # four quarters
+    boxes, labels = torch.tensor([[[0.0, 0.0, 0.5, 0.5]]], dtype=torch.float64), torch.tensor([[0]])  # anchor 0
+    deltas = torch.zeros(1, 4, 4, dtype=torch.float64)
+    deltas[0, 0, :2] = 20.0  # SSD coder: the centre moves 20 * 0.1 anchor widths away: no overlap
+    logits = torch.full((1, 4, 1), 1.5, dtype=torch.float64)
+    terms = SSDLoss(coder="ssd", quality="varifocal")(logits, deltas, anchors, boxes, labels)
+    p = torch.sigmoid(torch.tensor(1.5, dtype=torch.float64))
+    negative = 0.75 * p**2 * F.softplus(torch.tensor(1.5, dtype=torch.float64))
+    torch.testing.assert_close(terms["cls"], 4 * negative)
+
+
+@pytest.mark.parametrize("alpha,gamma", [(0.25, 2.0), (None, 2.0), (0.4, 0.0)])
+def test_closed_form_background_without_the_positives_equals_autograd(alpha, gamma):
+    gen = torch.Generator().manual_seed(4)
+    x = (3 * torch.randn(3, 20, 4, generator=gen, dtype=torch.float64)).requires_grad_()
+    positive = torch.randperm(x.numel(), generator=gen)[:17]
+    got = FocalBCESum.apply(x, positive, alpha, gamma, False)
+    keep = torch.ones(x.numel(), dtype=torch.bool)
+    keep[positive] = False
+    p = torch.sigmoid(x.reshape(-1)[keep])
+    weight = 1.0 if alpha is None else 1 - alpha
+    want = (weight * p**gamma * F.binary_cross_entropy_with_logits(x.reshape(-1)[keep], torch.zeros_like(p), reduction="none")).sum()
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    (g,), (w,) = torch.autograd.grad(got, x), torch.autograd.grad(want, x)
+    torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+    assert (g.reshape(-1)[positive].abs() < 1e-12).all()
+    assert torch.autograd.gradcheck(lambda v: FocalBCESum.apply(v, positive, alpha, gamma, False), (x,))
+
+
+def test_loc_weight_defaults_to_the_box_losss_own():
+    assert SSDLoss().loc_weight == 1.0 and SSDLoss(coder="ssd").loc_weight == 1.0
+    assert SSDLoss(box="giou").loc_weight == 2.0 and SSDLoss(box="ciou", loc_weight=5.0).loc_weight == 5.0
+
+
+def test_bad_options_fail_loudly():
+    with pytest.raises(ValueError, match="unknown box loss 'iou'"):
+        SSDLoss(box="iou")
+    with pytest.raises(ValueError, match="unknown quality 'gfl'"):
+        SSDLoss(quality="gfl")
+    with pytest.raises(ValueError, match="matching must be one of"):
+        SSDLoss(matching="adaptive")
+    with pytest.raises(ValueError, match="atss_topk >= 1"):
+        SSDLoss(matching="atss", atss_topk=0)
+    with pytest.raises(ValueError, match="box 'giou' does not use it"):
+        SSDLoss(coder="ssd", box="giou", smooth_l1_beta=0.1)
