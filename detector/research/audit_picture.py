@@ -1,0 +1,75 @@
+"""The audit's picture: the images of the worst-ranked issues, each with its flagged box drawn
+thick in red over the other labels (green, named) and the held-out predictions above the
+picture threshold (dashed blue), so that a person can judge each flag at a glance."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from detector.defaults import PICTURE_SCORE
+from detector.pictures.draw import draw_boxes, image_grid
+from detector.research.label_issues import ImageBoxes, Issue
+
+__all__ = ["LABEL_COLOUR", "PREDICTION_COLOUR", "FLAG_COLOUR", "issue_grid", "worst_images"]
+
+LABEL_COLOUR, PREDICTION_COLOUR, FLAG_COLOUR = "limegreen", "deepskyblue", "red"
+
+
+def worst_images(issues: Sequence[Issue], n: int) -> list[tuple[int, Issue]]:
+    """The first ``n`` images in the ranking, each with its worst issue and that issue's rank
+    (1-based); rows whose issue is ``none`` (nothing suspicious) are left out."""
+    seen: dict[int, tuple[int, Issue]] = {}
+    for rank, issue in enumerate(issues, 1):
+        if len(seen) == n:
+            break
+        if issue.issue != "none" and issue.image_id not in seen:
+            seen[issue.image_id] = (rank, issue)
+    return list(seen.values())
+
+
+def _caption(issue: Issue) -> str:
+    if issue.issue == "overlooked":
+        return f"overlooked {issue.score:.2f}: unlabelled {issue.cls} ({issue.predicted_score:.2f})"
+    seen = f"; model: {issue.predicted} {issue.predicted_score:.2f}" if issue.predicted else "; model: nothing"
+    return f"{issue.issue} {issue.score:.2f}: {issue.cls}{seen}"
+
+
+def issue_grid(
+    issues: Sequence[Issue],
+    labels: dict[int, ImageBoxes],
+    predictions: dict[int, ImageBoxes],
+    class_names: Sequence[str],
+    load: Callable[[int], np.ndarray],
+    n: int = 16,
+    ncols: int = 4,
+    size: float = 4.5,
+) -> Figure:
+    """A grid of the :func:`worst_images` (``n`` at most). ``labels`` and ``predictions``: each
+    image's boxes by image id, in pixels; ``load(image_id)``: its ``(H, W, 3)`` uint8 pixels.
+
+    Returns a figure whose panel ``i`` holds, in this order, the image's labelled boxes, its
+    predictions above the picture threshold, and the flagged box (tests count them)."""
+    worst = worst_images(issues, n)
+    fig, axes = image_grid(max(len(worst), 1), ncols, size)
+    if not worst:
+        axes[0].text(0.5, 0.5, "no box looks mislabelled", ha="center", va="center", transform=axes[0].transAxes)
+        return fig
+    for ax, (rank, issue) in zip(axes, worst):
+        ax.imshow(load(issue.image_id))
+        lab, pred = labels[issue.image_id], predictions[issue.image_id]
+        draw_boxes(ax, lab.boxes, lab.labels, class_names, colours=[LABEL_COLOUR] * len(lab.boxes), linewidth=1.0, fontsize=6)
+        shown = pred.scores > PICTURE_SCORE
+        draw_boxes(ax, pred.boxes[shown], colours=[PREDICTION_COLOUR] * int(shown.sum()), linestyle="--", linewidth=1.0)
+        flag = np.array([[issue.x1, issue.y1, issue.x2, issue.y2]])
+        draw_boxes(ax, flag, colours=[FLAG_COLOUR], linewidth=3.0, linestyle="--" if issue.issue == "overlooked" else "-")
+        ax.set_title(f"#{rank} {issue.file}\n{_caption(issue)}", fontsize=8)
+    fig.suptitle(
+        f"worst {len(worst)} images: flagged box red (dashed: a missing label), labels green, "
+        f"held-out predictions above {PICTURE_SCORE} dashed blue",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,125 @@
+"""cleanlab's ranking of label issues (detector.research.label_issues) and the k folds the audit
+trains (detector.research.folds), without training: predictions made up to be right."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from detector.errors import ConfigError
+from detector.research.folds import assign_folds, write_folds
+from detector.research.label_issues import ImageBoxes, rank_issues, read_issues, write_issues
+
+CLASSES = ["cat", "dog"]
+
+
+def _labels(i: int, boxes, labels) -> ImageBoxes:
+    boxes = np.array(boxes, dtype=np.float32).reshape(-1, 4)
+    return ImageBoxes(i, f"{i:03d}.jpg", boxes, np.array(labels, dtype=np.int64), ann_ids=np.arange(len(boxes)) + 100 * i)
+
+
+def _predictions(i: int, boxes, labels, scores) -> ImageBoxes:
+    boxes = np.array(boxes, dtype=np.float32).reshape(-1, 4)
+    return ImageBoxes(i, f"{i:03d}.jpg", boxes, np.array(labels, dtype=np.int64), scores=np.array(scores, dtype=np.float64))
+
+
+def _dataset(n: int = 24, seed: int = 0):
+    """``n`` images of two objects each, predicted right (a little jitter, confident), plus a
+    few low-score false positives, as a held-out detector would."""
+    rng = np.random.default_rng(seed)
+    labels, predictions = [], []
+    for i in range(n):
+        boxes = np.array([[10, 10, 60, 60], [100, 80, 150, 160]], dtype=np.float32) + rng.integers(0, 20, size=(1, 4))
+        classes = [i % 2, (i + 1) % 2]
+        labels.append(_labels(i, boxes, classes))
+        noise = np.array([[200, 200, 230, 230]], dtype=np.float32)
+        predictions.append(_predictions(i, np.concatenate([boxes + rng.normal(0, 1, (2, 4)), noise]), [*classes, 0],
+                                        [0.98, 0.97, 0.05]))
+    return labels, predictions
+
+
+def test_the_planted_errors_rank_first_each_as_its_kind():
+    labels, predictions = _dataset()
+    # a swapped class: image 3's first box says dog, the model sees a cat there
+    labels[3].labels[0] = 1 - labels[3].labels[0]
+    swapped = int(labels[3].ann_ids[0])
+    # a misplaced box: image 7's second box moved 30 px off its object
+    labels[7].boxes[1] += np.array([30, 30, 30, 30], dtype=np.float32)
+    misplaced = int(labels[7].ann_ids[1])
+    # an overlooked object: image 11's second object is not labelled at all
+    labels[11] = _labels(11, labels[11].boxes[:1], labels[11].labels[:1])
+    rows = rank_issues(labels, predictions, CLASSES)
+
+    assert [r.score for r in rows] == sorted(r.score for r in rows)
+    top = {(r.issue, r.annotation_id, r.image_id) for r in rows[:3]}
+    assert top == {("swap", swapped, 3), ("badloc", misplaced, 7), ("overlooked", None, 11)}
+    swap = next(r for r in rows if r.annotation_id == swapped)
+    assert swap.cls == CLASSES[labels[3].labels[0]] and swap.predicted == CLASSES[1 - labels[3].labels[0]]
+    assert swap.image_flagged and swap.score < 0.1
+    # every labelled box is one row; the clean ones score far better than the planted ones
+    boxes = [r for r in rows if r.annotation_id is not None]
+    assert sorted(r.annotation_id for r in boxes) == sorted(int(a) for lab in labels for a in lab.ann_ids)
+    clean = [r.score for r in boxes if r.annotation_id not in (swapped, misplaced)]
+    assert min(clean) > 0.5
+    assert sum(r.image_flagged for r in rows if r.image_id not in (3, 7, 11)) == 0
+
+
+def test_images_without_labels_or_predictions_are_scored_too():
+    labels, predictions = _dataset(6)
+    labels.append(_labels(6, np.zeros((0, 4)), []))
+    predictions.append(_predictions(6, np.zeros((0, 4)), [], []))
+    labels.append(_labels(7, [[10, 10, 50, 50]], [0]))
+    predictions.append(_predictions(7, np.zeros((0, 4)), [], []))  # the model sees nothing where a cat is labelled
+    rows = rank_issues(labels, predictions, CLASSES)
+    assert not [r for r in rows if r.image_id == 6]
+    lonely = [r for r in rows if r.image_id == 7]
+    assert len(lonely) == 1 and lonely[0].predicted is None
+
+
+def test_the_csv_has_one_ranked_row_per_issue(tmp_path: Path):
+    labels, predictions = _dataset(8)
+    labels[2].labels[1] = 1 - labels[2].labels[1]
+    rows = rank_issues(labels, predictions, CLASSES)
+    read = read_issues(write_issues(rows, tmp_path / "label_issues.csv"))
+    assert list(read[0]) == ["rank", "image_id", "file", "annotation_id", "x1", "y1", "x2", "y2", "class", "issue", "score",
+                             "swap", "badloc", "predicted", "predicted_score", "iou", "image_score", "image_flagged"]
+    assert [int(r["rank"]) for r in read] == list(range(1, len(rows) + 1))
+    assert read[0]["annotation_id"] == str(int(labels[2].ann_ids[1])) and read[0]["file"] == "002.jpg"
+    assert [float(r["score"]) for r in read] == sorted(float(r["score"]) for r in read)
+
+
+def test_folds_hold_out_every_image_once_in_near_equal_parts():
+    names = [f"img_{i}.jpg" for i in range(23)]
+    folds = assign_folds(names, 5, seed=0)
+    assert sorted(np.bincount(folds).tolist()) == [4, 4, 5, 5, 5]
+    assert assign_folds(names, 5, seed=0) == folds  # the same on every call and machine
+    assert assign_folds(names, 5, seed=1) != folds
+    with pytest.raises(ConfigError, match="at least 2 folds"):
+        assign_folds(names, 1)
+    with pytest.raises(ConfigError, match="only 3 images"):
+        assign_folds(names[:3], 5)
+
+
+def test_written_folds_keep_the_categories_and_split_the_annotations(tmp_path: Path):
+    coco = {
+        "images": [{"id": i, "file_name": f"{i}.jpg", "width": 10, "height": 10} for i in range(1, 8)],
+        "annotations": [{"id": 10 + i, "image_id": i, "bbox": [1, 1, 3, 3], "category_id": 2} for i in range(1, 8)],
+        "categories": [{"id": 2, "name": "dog"}, {"id": 1, "name": "cat"}],
+        "info": {"note": "kept"},
+    }
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps(coco))
+    folds = write_folds(path, [1, 2, 3, 4, 5, 6], 3, tmp_path / "folds")  # image 7: skipped by training, in no fold
+    held = []
+    for fold in folds:
+        train, out = json.loads(fold.train.read_text()), json.loads(fold.heldout.read_text())
+        assert train["categories"] == coco["categories"] and out["info"] == {"note": "kept"}
+        ids_train, ids_out = {im["id"] for im in train["images"]}, {im["id"] for im in out["images"]}
+        assert not ids_train & ids_out and ids_train | ids_out == {1, 2, 3, 4, 5, 6}
+        assert {a["image_id"] for a in out["annotations"]} == ids_out
+        assert (fold.train_images, fold.heldout_images) == (len(ids_train), len(ids_out))
+        held += sorted(ids_out)
+    assert sorted(held) == [1, 2, 3, 4, 5, 6]
