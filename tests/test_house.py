@@ -16,7 +16,7 @@ import pytest
 import detector.defaults as defaults
 
 PACKAGE = Path(defaults.__file__).parent
-ROOMS = ("autoanchor", "cli", "core", "data", "deploy", "evaluation", "inspection", "model", "pictures", "training")
+ROOMS = ("autoanchor", "cli", "core", "data", "deploy", "evaluation", "inspection", "model", "pictures", "research", "training")
 ROOT_MODULES = {"__init__.py", "__main__.py", "defaults.py", "errors.py"}
 
 # (what the name of the setting mentions, the value): a default that defaults.py holds
