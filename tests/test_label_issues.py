@@ -11,7 +11,7 @@ import pytest
 
 from detector.errors import ConfigError
 from detector.research.folds import assign_folds, write_folds
-from detector.research.label_issues import ImageBoxes, rank_issues, read_issues, write_issues
+from detector.research.label_issues import ImageBoxes, model_thresholds, rank_issues, read_issues, true_positive_scores, write_issues
 
 CLASSES = ["cat", "dog"]
 
@@ -123,3 +123,25 @@ def test_written_folds_keep_the_categories_and_split_the_annotations(tmp_path: P
         assert (fold.train_images, fold.heldout_images) == (len(ids_train), len(ids_out))
         held += sorted(ids_out)
     assert sorted(held) == [1, 2, 3, 4, 5, 6]
+
+
+def test_thresholds_on_the_models_scale_find_what_cleanlabs_miss_on_a_low_scoring_model():
+    """A focal-loss SSD scores its correct detections around 0.3-0.5, never 0.95: at cleanlab's
+    thresholds a swapped class is invisible; at the model's own (quantiles of its true
+    positives' scores) it ranks first."""
+    labels, predictions = _dataset()
+    rng = np.random.default_rng(1)
+    for p in predictions:
+        p.scores = np.where(p.scores > 0.5, rng.uniform(0.3, 0.5, len(p.scores)), p.scores)
+    labels[5].labels[1] = 1 - labels[5].labels[1]
+    swapped = int(labels[5].ann_ids[1])
+    predictions[5].scores[1] = 0.45  # the model sees the true class there as surely as most of its right boxes
+    hits = true_positive_scores(labels, predictions)
+    assert len(hits) == 2 * len(labels) - 1 and hits.min() >= 0.3  # every right box once; the swapped one is no hit
+    low, high = model_thresholds(labels, predictions)
+    assert 0.3 <= low < high < 0.4
+    blind = rank_issues(labels, predictions, CLASSES)  # cleanlab's 0.95 and 0.5
+    assert next(r for r in blind if r.annotation_id == swapped).swap == 1.0
+    seeing = rank_issues(labels, predictions, CLASSES, high_score=high, low_score=low)
+    assert seeing[0].annotation_id == swapped and seeing[0].issue == "swap"
+    assert model_thresholds(labels[:1], [_predictions(0, np.zeros((0, 4)), [], [])]) == (0.5, 0.95)  # no hit: cleanlab's

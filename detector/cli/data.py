@@ -74,7 +74,9 @@ def main(argv: Sequence[str]) -> int:
     audit.add_argument("--seed", type=int, default=0, help="seed of the fold assignment")
     audit.add_argument("--show", type=int, default=16, help="images in label_issues.png")
     audit.add_argument("--high-score", type=float, default=None,
-                       help="a prediction above this counts as confident (swap, overlooked; default cleanlab's 0.95)")
+                       help="a prediction above this can flag a swap or a missing box (default: the fold models' scale; cleanlab's: 0.95)")
+    audit.add_argument("--low-score", type=float, default=None,
+                       help="predictions above this can flag a misplaced box (default: the fold models' scale; cleanlab's: 0.5)")
     audit.add_argument("--device", default="auto", help="where the fold models predict (auto, cpu, cuda)")
     audit.add_argument("--rank-only", action="store_true", help="rank the held-out predictions a previous audit saved, no training")
     args = parser.parse_args(argv)
@@ -129,20 +131,25 @@ def _audit(args: argparse.Namespace) -> int:
     """``audit``: train the folds in this process (``detector train fit``), rank, print the worst."""
     from detector.cli.train import train
     from detector.research.audit import audit
-    from detector.research.label_issues import CLEANLAB_HIGH_SCORE
+    from detector.research.label_issues import CLEANLAB_HIGH_SCORE, CLEANLAB_LOW_SCORE
 
-    done = audit(args.config, lambda argv: train(argv).run, args.folds, args.epochs, args.seed, args.show,
-                 CLEANLAB_HIGH_SCORE if args.high_score is None else args.high_score, args.device, args.rank_only,
-                 echo=lambda line: print(line, flush=True))
+    given = None
+    if args.high_score is not None or args.low_score is not None:
+        given = (CLEANLAB_LOW_SCORE if args.low_score is None else args.low_score, CLEANLAB_HIGH_SCORE if args.high_score is None else args.high_score)
+    done = audit(args.config, lambda argv: train(argv).run, args.folds, args.epochs, args.seed, args.show, given, args.device,
+                 args.rank_only, echo=lambda line: print(line, flush=True))
     boxes = sum(i.annotation_id is not None for i in done.issues)
     images = {i.image_id for i in done.issues}
     flagged = {i.image_id for i in done.issues if i.image_flagged}
-    print(f"scored {boxes} labelled boxes and {len(done.issues) - boxes} confident unlabelled predictions in {len(images)} images; "
-          f"cleanlab flags {len(flagged)} images")
-    print("the worst (score: lower is more likely wrong):")
-    for rank, issue in enumerate(done.issues[:10], 1):
-        box = f"annotation {issue.annotation_id}" if issue.annotation_id is not None else "no annotation"
-        seen = f", model: {issue.predicted} {issue.predicted_score:.2f}" if issue.predicted else ""
-        print(f"  {rank:>2}. {issue.issue:<10} {issue.score:.3f}  {issue.file}  {box}, {issue.cls}{seen}")
+    low, high = done.thresholds
+    print(f"scored {boxes} labelled boxes and {len(done.issues) - boxes} confident unlabelled predictions in {len(images)} images "
+          f"(confident: score above {high:.3f}; misplaced: against predictions above {low:.3f}); cleanlab flags {len(flagged)} images")
+    for kind, what in (("swap", "wrong class"), ("badloc", "misplaced box"), ("overlooked", "missing box")):
+        rows = [(rank, i) for rank, i in enumerate(done.issues, 1) if i.issue == kind]
+        print(f"{kind} ({what}): " + ("the worst (rank in the CSV, score: lower is more likely wrong)" if rows else "none"))
+        for rank, issue in rows[:5]:
+            box = f"annotation {issue.annotation_id}" if issue.annotation_id is not None else "no annotation"
+            seen = f", model: {issue.predicted} {issue.predicted_score:.2f}" if issue.predicted else ""
+            print(f"  #{rank:<5} {issue.score:.3f}  {issue.file}  {box}, {issue.cls}{seen}")
     print(f"wrote {done.csv}, {done.picture}, {done.predictions}")
     return 0

@@ -39,7 +39,7 @@ from detector.pictures.draw import save_figure
 from detector.research.audit_picture import issue_grid
 from detector.research.config_file import load_yaml, run_section
 from detector.research.folds import Fold, write_folds
-from detector.research.label_issues import CLEANLAB_HIGH_SCORE, ImageBoxes, Issue, rank_issues, write_issues
+from detector.research.label_issues import ImageBoxes, Issue, model_thresholds, rank_issues, write_issues
 from detector.training.config import build, read_config
 from detector.training.plan import recipe_stages
 from detector.training.recipe import total_epochs
@@ -62,6 +62,7 @@ class AuditResult:
     predictions: Path
     issues: list[Issue]
     runs: list[RunFolder]
+    thresholds: tuple[float, float]  # (low, high): cleanlab's thresholds as used
 
 
 def audit_folder(train_json: str | Path) -> Path:
@@ -140,7 +141,7 @@ def audit(
     epochs: int | None = None,
     seed: int = 0,
     show: int = 16,
-    high_score: float = CLEANLAB_HIGH_SCORE,
+    thresholds: tuple[float, float] | None = None,
     device: str = "auto",
     rank_only: bool = False,
     echo: Callable[[str], None] = print,
@@ -154,8 +155,8 @@ def audit(
         epochs: each fold's recipe length (default: the config's, at most :data:`AUDIT_EPOCHS`).
         seed: of the fold assignment.
         show: images in the picture.
-        high_score: the score above which a prediction counts as confident
-            (:mod:`detector.research.label_issues`).
+        thresholds: cleanlab's ``(low, high)`` score thresholds (default: scaled to the fold
+            models' scores, :func:`~detector.research.label_issues.model_thresholds`).
         rank_only: rank the predictions a previous audit saved, without training.
     """
     config = Path(config)
@@ -172,13 +173,14 @@ def audit(
         held = _train_folds(config, parsed, split, out, fit, folds, epochs, seed, device, runs, echo)
         saved.write_text(json.dumps(held))
     labels, predictions = _boxes(split, names, set(held["image_ids"]), held["detections"])
-    issues = rank_issues(labels, predictions, split.class_names, high_score=high_score)
+    low, high = thresholds or model_thresholds(labels, predictions)
+    issues = rank_issues(labels, predictions, split.class_names, high_score=high, low_score=low)
     csv_path = write_issues(issues, out / "label_issues.csv")
     by_id = {r.image_id: r for r in split.records}
     figure = issue_grid(issues, {b.image_id: b for b in labels}, {b.image_id: b for b in predictions}, split.class_names,
                         lambda image_id: load_image(by_id[image_id].path), n=show)
     picture = save_figure(figure, out / "label_issues.png", dpi=100)
-    return AuditResult(out, csv_path, picture, saved, issues, runs)
+    return AuditResult(out, csv_path, picture, saved, issues, runs, (low, high))
 
 
 def _train_folds(

@@ -1,4 +1,4 @@
-"""The audit's picture: the images of the worst-ranked issues, each with its flagged box drawn
+"""The audit's picture: the images of the worst-ranked issues of each kind, each with its flagged box drawn
 thick in red over the other labels (green, named) and the held-out predictions above the
 picture threshold (dashed blue), so that a person can judge each flag at a glance."""
 
@@ -19,14 +19,23 @@ LABEL_COLOUR, PREDICTION_COLOUR, FLAG_COLOUR = "limegreen", "deepskyblue", "red"
 
 
 def worst_images(issues: Sequence[Issue], n: int) -> list[tuple[int, Issue]]:
-    """The first ``n`` images in the ranking, each with its worst issue and that issue's rank
-    (1-based); rows whose issue is ``none`` (nothing suspicious) are left out."""
-    seen: dict[int, tuple[int, Issue]] = {}
+    """Up to ``n`` images, each with an issue and that issue's rank (1-based): the worst image of
+    each kind in turn (swap, badloc, overlooked), then the next worst of each, so that every kind
+    the ranking found is shown; rows whose issue is ``none`` (nothing suspicious) are left out."""
+    kinds: dict[str, list[tuple[int, Issue]]] = {}
     for rank, issue in enumerate(issues, 1):
-        if len(seen) == n:
-            break
-        if issue.issue != "none" and issue.image_id not in seen:
-            seen[issue.image_id] = (rank, issue)
+        if issue.issue != "none":
+            kinds.setdefault(issue.issue, []).append((rank, issue))
+    queues = [kinds[k] for k in ("swap", "badloc", "overlooked") if k in kinds]
+    seen: dict[int, tuple[int, Issue]] = {}
+    positions = [0] * len(queues)
+    while len(seen) < n and any(p < len(q) for p, q in zip(positions, queues)):
+        for i, queue in enumerate(queues):
+            while positions[i] < len(queue) and queue[positions[i]][1].image_id in seen:
+                positions[i] += 1
+            if positions[i] < len(queue) and len(seen) < n:
+                rank, issue = queue[positions[i]]
+                seen[issue.image_id] = (rank, issue)
     return list(seen.values())
 
 
@@ -67,7 +76,7 @@ def issue_grid(
         draw_boxes(ax, flag, colours=[FLAG_COLOUR], linewidth=3.0, linestyle="--" if issue.issue == "overlooked" else "-")
         ax.set_title(f"#{rank} {issue.file}\n{_caption(issue)}", fontsize=8)
     fig.suptitle(
-        f"worst {len(worst)} images: flagged box red (dashed: a missing label), labels green, "
+        f"the worst images of each kind of issue: flagged box red (dashed: a missing label), labels green, "
         f"held-out predictions above {PICTURE_SCORE} dashed blue",
         fontsize=10,
     )

@@ -14,9 +14,15 @@ wrong, one per box and kind of issue:
 Each labelled box becomes one row scored by the lower of its swap and badloc scores (its ``issue``
 is that kind, ``none`` when both are 1), each overlooked prediction one row; the rows are sorted
 worst first. Each image also gets cleanlab's image score (:func:`get_label_quality_scores`) and
-flag (:func:`find_label_issues`). "Confident" is cleanlab's 0.95 by default
-(``high_score``); a detector trained with focal loss scores lower than a calibrated one, so the
-audit may lower it.
+flag (:func:`find_label_issues`).
+
+cleanlab's two thresholds assume calibrated probabilities: a prediction above 0.95 is confident
+(it can flag a swap or a missing box), one above 0.5 counts for a misplaced box. A focal-loss SSD
+scores far lower (on BCCD no held-out detection of a 10-epoch fold model reached 0.92; half its
+correct ones scored below 0.38), so at cleanlab's thresholds swaps and missing boxes are never
+found. :func:`model_thresholds` scales them to the model instead: ``high`` is the score a quarter
+of the held-out true positives stay below, ``low`` the one a twentieth stay below
+(docs/experiments.md, "Finding label errors", has the sweep behind the choice).
 """
 
 from __future__ import annotations
@@ -40,7 +46,10 @@ from torchvision.ops import box_iou
 
 from detector.defaults import PICTURE_SCORE
 
-__all__ = ["CLEANLAB_HIGH_SCORE", "CLEANLAB_LOW_SCORE", "ImageBoxes", "Issue", "rank_issues", "read_issues", "write_issues"]
+__all__ = [
+    "CLEANLAB_HIGH_SCORE", "CLEANLAB_LOW_SCORE", "ImageBoxes", "Issue", "model_thresholds", "rank_issues", "read_issues",
+    "true_positive_scores", "write_issues",
+]
 
 CLEANLAB_HIGH_SCORE = 0.95  # cleanlab's HIGH_PROBABILITY_THRESHOLD: a prediction this confident can flag a swap or a missing box
 CLEANLAB_LOW_SCORE = 0.5  # cleanlab's LOW_PROBABILITY_THRESHOLD: predictions above it can flag a misplaced box
@@ -123,6 +132,35 @@ def _best_overlap(box: np.ndarray, pred: ImageBoxes, threshold: float) -> tuple[
         return None, None, None
     j = confident[best]
     return int(pred.labels[j]), float(pred.scores[j]), float(ious[best])
+
+
+def true_positive_scores(labels: Sequence[ImageBoxes], predictions: Sequence[ImageBoxes], iou: float = 0.5) -> np.ndarray:
+    """The scores of the predictions that hit a labelled box of their class at IoU >= ``iou``,
+    each box hit once, by the highest-scoring prediction first (VOC's matching)."""
+    hits = []
+    for lab, pred in zip(labels, predictions):
+        if not len(pred.boxes) or not len(lab.boxes):
+            continue
+        overlap = box_iou(torch.tensor(pred.boxes, dtype=torch.float32), torch.tensor(lab.boxes, dtype=torch.float32)).numpy()
+        overlap[pred.labels[:, None] != lab.labels[None, :]] = 0.0  # (M, L): only boxes of the prediction's class
+        taken = np.zeros(len(lab.boxes), dtype=bool)
+        for j in np.argsort(-pred.scores):
+            free = np.where(taken, 0.0, overlap[j])
+            best = int(free.argmax())
+            if free[best] >= iou:
+                taken[best] = True
+                hits.append(pred.scores[j])
+    return np.asarray(hits, dtype=np.float64)
+
+
+def model_thresholds(labels: Sequence[ImageBoxes], predictions: Sequence[ImageBoxes]) -> tuple[float, float]:
+    """``(low, high)``: cleanlab's two thresholds on this model's scale (module docstring): the
+    5th and 25th percentiles of its true positives' scores; cleanlab's own when it has none."""
+    hits = true_positive_scores(labels, predictions)
+    if not len(hits):
+        return CLEANLAB_LOW_SCORE, CLEANLAB_HIGH_SCORE
+    low, high = np.nextafter(np.quantile(hits, [0.05, 0.25]), 0.0)  # cleanlab counts scores strictly above: ties count
+    return float(low), float(high)
 
 
 def rank_issues(
