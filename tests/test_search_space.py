@@ -104,3 +104,18 @@ def test_the_config_keys_research_reads_and_writes(tmp_path: Path):
     assert run_section(config) == ("other", Path("elsewhere"))
     with pytest.raises(ConfigError, match="no ModelCheckpoint"):
         monitored(config)
+
+
+def test_the_configs_own_values_are_a_trial_when_it_has_them_all(tmp_path: Path):
+    space = read_space(_space(tmp_path, """
+model.init_args.optimizer.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}
+model.init_args.head.dropout: {type: float, low: 0.0, high: 0.4, step: 0.1}
+model.init_args.anchors.zooms: [[1.0], [0.75, 1.0, 1.3]]
+"""))
+    config = {"model": {"init_args": {"optimizer": {"lr": 0.003}, "head": {"dropout": 0.2}, "anchors": {"zooms": [0.75, 1.0, 1.3]}}}}
+    params = space.params_of(config)
+    assert params == {"model.init_args.optimizer.lr": 0.003, "model.init_args.head.dropout": 0.2,
+                      "model.init_args.anchors.zooms": "[0.75, 1.0, 1.3]"}
+    assert space.values(params)["model.init_args.anchors.zooms"] == [0.75, 1.0, 1.3]
+    for key, value in (("optimizer", {"lr": 0.05}), ("head", {"dropout": 0.25}), ("anchors", {"zooms": [0.5]}), ("head", {})):
+        assert space.params_of({"model": {"init_args": {**config["model"]["init_args"], key: value}}}) is None, (key, value)

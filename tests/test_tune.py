@@ -74,6 +74,8 @@ def test_two_workers_share_one_study_and_never_run_a_trial_twice(tmp_path: Path,
         assert t.state in FINISHED or (t.state == TrialState.FAIL and t.user_attrs.get("surplus")), t
     assert len({t.user_attrs["worker"] for t in finished}) == 2, outputs
     assert len({t.params[LR] for t in finished}) == 3
+    (baseline,) = [t for t in study.trials if t.user_attrs.get("baseline")]  # one, though both workers opened a new study
+    assert baseline.number == 0 and baseline.params[LR] == pytest.approx(0.01) and baseline.state in FINISHED
     folders = sorted(p.name for p in folder.iterdir() if p.name.startswith("trial_"))
     assert folders == sorted(f"trial_{t.number}" for t in finished)
     for t in finished:  # one run per trial, trained with the trial's values

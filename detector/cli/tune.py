@@ -50,6 +50,10 @@ def main(argv: Sequence[str]) -> int:
                 echo=lambda line: print(line, flush=True))
     finished = [t for t in done.study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
     print(f"study {done.study.study_name}: {len(finished)} trials finished ({len(done.ran)} by this worker)")
+    baseline = next((t for t in finished if t.user_attrs.get("baseline")), None)
+    if baseline is not None:
+        value = f"{done.monitor} {baseline.value:.4f}" if baseline.value is not None else "pruned"
+        print(f"the config's own values: trial {baseline.number}, {value}")
     if done.best is not None:
         print(f"best: trial {done.best.number}, {done.monitor} {done.best.value:.4f} ({done.best.user_attrs.get('run', '')})")
         print(f"wrote {done.best_config}" + "".join(f", {p}" for p in done.plots))

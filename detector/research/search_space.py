@@ -60,9 +60,33 @@ class SearchSpace:
         """A finished trial's ``params`` -> the config's values by key."""
         return {s.key: s.decode(params[s.key]) for s in self.settings if s.key in params}
 
+    def params_of(self, config: dict[str, Any]) -> dict[str, Any] | None:
+        """The study's params for the values ``config`` (a YAML mapping) itself has, or ``None``
+        when it lacks one or has one outside its distribution (it cannot be a trial then)."""
+        params = {}
+        for s in self.settings:
+            node: Any = config
+            for part in s.key.split("."):
+                if not isinstance(node, dict) or part not in node:
+                    return None
+                node = node[part]
+            value = json.dumps(node) if s.encoded else node
+            if not _within(s.distribution, value):
+                return None
+            params[s.key] = value
+        return params
+
     def overrides(self, values: dict[str, Any]) -> list[str]:
         """The values as ``detector train`` arguments."""
         return [override(key, value) for key, value in values.items()]
+
+
+def _within(d: BaseDistribution, value: Any) -> bool:
+    if isinstance(d, CategoricalDistribution):
+        return value in d.choices
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not d.low <= value <= d.high:
+        return False
+    return d.step is None or abs((value - d.low) / d.step - round((value - d.low) / d.step)) < 1e-9
 
 
 def _suggest(trial: BaseTrial, s: Setting) -> Any:

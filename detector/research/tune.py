@@ -21,6 +21,9 @@ Optuna, each trial a normal run folder.
   running by a killed worker is failed when a worker starts again: by Optuna's heartbeat on a
   database storage, or, on any storage, when the worker that ran it was on this machine and its
   process is gone.
+- A new study's first trial is the config's own values (when it has every searched key, within
+  its distribution), marked ``baseline``: the search starts from a known point, and its result
+  says whether it beat the config at the same recipe length.
 - At the end of each worker, the best trial is written as a config (``best.yaml``: the base
   config with the best values set) and Optuna's matplotlib plots of the search beside it
   (``history.png``, ``importances.png``).
@@ -195,6 +198,9 @@ def tune(
         load_if_exists=True,
     )
     result = TuneResult(study, folder, shown, monitor)
+    baseline = space.params_of(load_yaml(config))
+    if baseline is not None and not study.trials:  # skip_if_exists: a second worker starting at once enqueues no copy
+        study.enqueue_trial(baseline, user_attrs={"baseline": True}, skip_if_exists=True)
     orphans = _fail_orphans(study)
     if orphans:
         echo(f"failed trials {orphans}: their worker on this machine is gone (a killed search)")
@@ -211,7 +217,7 @@ def tune(
         argv = ["fit", "--config", str(config), "--run.root", str(folder), "--run.name", f"trial_{trial.number}", *space.overrides(values)]
         if epochs is not None:
             argv += ["--trainer.max_epochs", str(epochs)]
-        echo(f"trial {trial.number}: {describe(values)}")
+        echo(f"trial {trial.number}: {describe(values)}" + (" (the config's own values)" if trial.user_attrs.get("baseline") else ""))
         start = time.perf_counter()
         try:
             run = fit(argv, [PyTorchLightningPruningCallback(trial, monitor=monitor)])
