@@ -240,7 +240,7 @@ def tune(
         if _count(study, TAKEN) >= trials:
             study.stop()
 
-    if _count(study, TAKEN) < trials:
+    if _count(study, TAKEN) < trials or _count(study, (TrialState.WAITING,)):  # the enqueued baseline is taken but unrun
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # this module says what each trial did
         study.optimize(objective, callbacks=[stop_when_full], catch=(Surplus, NonFiniteLossError, NonFiniteWeightsError),
                        gc_after_trial=True)
