@@ -85,6 +85,9 @@ def test_rank_only_puts_the_relabelled_boxes_first_when_the_predictions_are_righ
     assert all(float(r["score"]) > float(top[-1]["score"]) for r in rows[len(planted):])
     assert (audit / "label_issues.png").is_file()
     assert not (config.parent / "runs").exists()  # no training
+    out = capsys.readouterr().out  # the printout's swaps: the five worst by their swap score, each a planted box
+    swaps = out.split("swap (wrong class): the worst of ")[1].split("badloc (misplaced box)")[0].splitlines()[1:]
+    assert len(swaps) == len(planted) and {int(line.split("annotation ")[1].split(",")[0]) for line in swaps} == planted
 
 
 def test_rank_only_without_a_previous_audit_is_one_line(corrupted):

@@ -10,8 +10,18 @@ import numpy as np
 import pytest
 
 from detector.errors import ConfigError
+from detector.research.audit_picture import worst_images
 from detector.research.folds import assign_folds, write_folds
-from detector.research.label_issues import ImageBoxes, model_thresholds, rank_issues, read_issues, true_positive_scores, write_issues
+from detector.research.label_issues import (
+    ImageBoxes,
+    Issue,
+    model_thresholds,
+    rank_issues,
+    read_issues,
+    true_positive_scores,
+    worst_of_kind,
+    write_issues,
+)
 
 CLASSES = ["cat", "dog"]
 
@@ -145,3 +155,34 @@ def test_thresholds_on_the_models_scale_find_what_cleanlabs_miss_on_a_low_scorin
     seeing = rank_issues(labels, predictions, CLASSES, high_score=high, low_score=low)
     assert seeing[0].annotation_id == swapped and seeing[0].issue == "swap"
     assert model_thresholds(labels[:1], [_predictions(0, np.zeros((0, 4)), [], [])]) == (0.5, 0.95)  # no hit: cleanlab's
+
+
+def _row(image_id: int, issue: str, score: float, swap: float | None, badloc: float | None) -> Issue:
+    labelled = issue != "overlooked"
+    return Issue(image_id, f"{image_id:03d}.jpg", 10 * image_id if labelled else None, 0.0, 0.0, 5.0, 5.0, "cat", issue, score,
+                 swap, badloc, None, None, None, 0.5, False)
+
+
+def test_each_kind_is_read_by_its_own_score_not_by_the_rows_name():
+    """A wrongly classed box that also looks misplaced has a row named badloc (its lower score):
+    the swaps are still found by the swap column, the printout's and the picture's order."""
+    rows = [  # sorted as rank_issues sorts them, by the lower score
+        _row(1, "badloc", 0.05, swap=0.2, badloc=0.05),  # swapped and misplaced
+        _row(2, "overlooked", 0.1, swap=None, badloc=None),
+        _row(3, "swap", 0.3, swap=0.3, badloc=0.9),
+        _row(4, "badloc", 0.5, swap=1.0, badloc=0.5),
+        _row(5, "none", 1.0, swap=1.0, badloc=1.0),
+    ]
+    ranked = {kind: [(rank, issue.image_id, score) for rank, issue, score in worst_of_kind(rows, kind)]
+              for kind in ("swap", "badloc", "overlooked")}
+    assert ranked == {
+        "swap": [(1, 1, 0.2), (3, 3, 0.3)],
+        "badloc": [(1, 1, 0.05), (4, 4, 0.5), (3, 3, 0.9)],
+        "overlooked": [(2, 2, 0.1)],
+    }
+    # the picture: the worst image of each kind in turn, an image shown once, then the next of each
+    shown = [(rank, issue.image_id, kind, score) for rank, issue, kind, score in worst_images(rows, 4)]
+    assert shown == [(1, 1, "swap", 0.2), (4, 4, "badloc", 0.5), (2, 2, "overlooked", 0.1), (3, 3, "swap", 0.3)]
+    assert len(worst_images(rows, 10)) == 4  # image 5 has nothing below 1
+    with pytest.raises(ValueError, match="expected one of swap, badloc, overlooked"):
+        worst_of_kind(rows, "none")

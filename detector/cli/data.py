@@ -131,7 +131,7 @@ def _audit(args: argparse.Namespace) -> int:
     """``audit``: train the folds in this process (``detector train fit``), rank, print the worst."""
     from detector.cli.train import train
     from detector.research.audit import audit
-    from detector.research.label_issues import CLEANLAB_HIGH_SCORE, CLEANLAB_LOW_SCORE
+    from detector.research.label_issues import CLEANLAB_HIGH_SCORE, CLEANLAB_LOW_SCORE, worst_of_kind
 
     given = None
     if args.high_score is not None or args.low_score is not None:
@@ -145,11 +145,11 @@ def _audit(args: argparse.Namespace) -> int:
     print(f"scored {boxes} labelled boxes and {len(done.issues) - boxes} confident unlabelled predictions in {len(images)} images "
           f"(confident: score above {high:.3f}; misplaced: against predictions above {low:.3f}); cleanlab flags {len(flagged)} images")
     for kind, what in (("swap", "wrong class"), ("badloc", "misplaced box"), ("overlooked", "missing box")):
-        rows = [(rank, i) for rank, i in enumerate(done.issues, 1) if i.issue == kind]
-        print(f"{kind} ({what}): " + ("the worst (rank in the CSV, score: lower is more likely wrong)" if rows else "none"))
-        for rank, issue in rows[:5]:
+        rows = worst_of_kind(done.issues, kind)
+        print(f"{kind} ({what}): " + (f"the worst of {len(rows)} below 1 (rank in the CSV, {kind} score: lower is more likely wrong)" if rows else "none"))
+        for rank, issue, score in rows[:5]:
             box = f"annotation {issue.annotation_id}" if issue.annotation_id is not None else "no annotation"
             seen = f", model: {issue.predicted} {issue.predicted_score:.2f}" if issue.predicted else ""
-            print(f"  #{rank:<5} {issue.score:.3f}  {issue.file}  {box}, {issue.cls}{seen}")
+            print(f"  #{rank:<5} {score:.3f}  {issue.file}  {box}, {issue.cls}{seen}")
     print(f"wrote {done.csv}, {done.picture}, {done.predictions}")
     return 0

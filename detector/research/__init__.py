@@ -15,9 +15,9 @@ import lazy_loader as _lazy
 
 __getattr__, __dir__, __all__ = _lazy.attach(__name__, submod_attrs={
     "audit": ["AuditResult", "audit", "audit_folder"],
-    "audit_picture": ["issue_grid"],
+    "audit_picture": ["issue_grid", "worst_images"],
     "folds": ["Fold", "assign_folds", "write_folds"],
-    "label_issues": ["ImageBoxes", "Issue", "rank_issues", "read_issues", "write_issues"],
+    "label_issues": ["ImageBoxes", "Issue", "rank_issues", "read_issues", "worst_of_kind", "write_issues"],
     "search_space": ["SearchSpace", "read_space"],
     "tune": ["TuneResult", "tune"],
 })

@@ -98,13 +98,14 @@ def _train_split(parsed: Any) -> tuple[LoadedSplit, dict[int, str]]:
     return split, names
 
 
-def _predict_fold(config: Path, fold: Fold, run: RunFolder, device: Any) -> tuple[list[dict[str, Any]], list[int], float | None]:
+def _predict_fold(fold: Fold, run: RunFolder, device: Any) -> tuple[list[dict[str, Any]], list[int], float | None]:
     """The fold's ``last.ckpt`` over its held-out images, kept down to :data:`EVAL_SCORE`: COCO
     results (``image_id``, ``category_id``, ``bbox`` xywh pixels, ``score``), the ids of the images
-    predicted (an unreadable one is skipped) and the held-out mAP@0.5."""
+    predicted (an unreadable one is skipped) and the held-out mAP@0.5. The data are read as the
+    run's own ``config.yaml`` has them (``anchors: auto`` chose the input size there)."""
     model = load_model(run.checkpoints / "last.ckpt", device)
     model.post_cfg = replace(model.post_cfg, score_threshold=EVAL_SCORE)
-    _, dm = build(read_config(config, ["--data.val_json", str(fold.heldout), "--data.generate", "null"]), data_only=True)
+    _, dm = build(read_config(run.path / "config.yaml", ["--data.val_json", str(fold.heldout)]), data_only=True)
     found = evaluate(model, dm, "val", device, progress=False)
     return found.coco, found.image_ids, found.summary.get("map_50")
 
@@ -207,7 +208,7 @@ def _train_folds(
             "--trainer.max_epochs", str(epochs),
         ])
         runs.append(run)
-        coco, predicted, map_50 = _predict_fold(config, fold, run, target)
+        coco, predicted, map_50 = _predict_fold(fold, run, target)
         image_ids += predicted
         detections += coco
         score = f"held-out mAP@0.5 {map_50:.3f}" if map_50 is not None else "no held-out mAP"

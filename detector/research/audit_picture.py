@@ -11,39 +11,35 @@ from matplotlib.figure import Figure
 
 from detector.defaults import PICTURE_SCORE
 from detector.pictures.draw import draw_boxes, image_grid
-from detector.research.label_issues import ImageBoxes, Issue
+from detector.research.label_issues import KINDS, ImageBoxes, Issue, worst_of_kind
 
 __all__ = ["LABEL_COLOUR", "PREDICTION_COLOUR", "FLAG_COLOUR", "issue_grid", "worst_images"]
 
 LABEL_COLOUR, PREDICTION_COLOUR, FLAG_COLOUR = "limegreen", "deepskyblue", "red"
 
 
-def worst_images(issues: Sequence[Issue], n: int) -> list[tuple[int, Issue]]:
-    """Up to ``n`` images, each with an issue and that issue's rank (1-based): the worst image of
-    each kind in turn (swap, badloc, overlooked), then the next worst of each, so that every kind
-    the ranking found is shown; rows whose issue is ``none`` (nothing suspicious) are left out."""
-    kinds: dict[str, list[tuple[int, Issue]]] = {}
-    for rank, issue in enumerate(issues, 1):
-        if issue.issue != "none":
-            kinds.setdefault(issue.issue, []).append((rank, issue))
-    queues = [kinds[k] for k in ("swap", "badloc", "overlooked") if k in kinds]
-    seen: dict[int, tuple[int, Issue]] = {}
+def worst_images(issues: Sequence[Issue], n: int) -> list[tuple[int, Issue, str, float]]:
+    """Up to ``n`` images, each as ``(rank in issues, issue, kind, its score of that kind)``: the
+    worst image of each kind by its own score (:func:`worst_of_kind`: swap, badloc, overlooked)
+    in turn, then the next worst of each, so that every kind found is shown."""
+    queues = [[(rank, issue, kind, score) for rank, issue, score in worst_of_kind(issues, kind)] for kind in KINDS]
+    queues = [q for q in queues if q]
+    seen: dict[int, tuple[int, Issue, str, float]] = {}
     positions = [0] * len(queues)
     while len(seen) < n and any(p < len(q) for p, q in zip(positions, queues)):
         for i, queue in enumerate(queues):
             while positions[i] < len(queue) and queue[positions[i]][1].image_id in seen:
                 positions[i] += 1
             if positions[i] < len(queue) and len(seen) < n:
-                rank, issue = queue[positions[i]]
-                seen[issue.image_id] = (rank, issue)
+                seen[queue[positions[i]][1].image_id] = queue[positions[i]]
     return list(seen.values())
 
 
-def _caption(issue: Issue) -> str:
-    if issue.issue == "overlooked":
-        return f"overlooked {issue.score:.2f}: unlabelled {issue.cls} ({issue.predicted_score:.2f})"
+def _caption(issue: Issue, kind: str, score: float) -> str:
+    if kind == "overlooked":
+        return f"overlooked {score:.2f}: unlabelled {issue.cls} ({issue.predicted_score:.2f})"
     seen = f"; model: {issue.predicted} {issue.predicted_score:.2f}" if issue.predicted else "; model: nothing"
-    return f"{issue.issue} {issue.score:.2f}: {issue.cls}{seen}"
+    return f"{kind} {score:.2f}: {issue.cls}{seen}"
 
 
 def issue_grid(
@@ -66,15 +62,15 @@ def issue_grid(
     if not worst:
         axes[0].text(0.5, 0.5, "no box looks mislabelled", ha="center", va="center", transform=axes[0].transAxes)
         return fig
-    for ax, (rank, issue) in zip(axes, worst):
+    for ax, (rank, issue, kind, score) in zip(axes, worst):
         ax.imshow(load(issue.image_id))
         lab, pred = labels[issue.image_id], predictions[issue.image_id]
         draw_boxes(ax, lab.boxes, lab.labels, class_names, colours=[LABEL_COLOUR] * len(lab.boxes), linewidth=1.0, fontsize=6)
         shown = pred.scores > PICTURE_SCORE
         draw_boxes(ax, pred.boxes[shown], colours=[PREDICTION_COLOUR] * int(shown.sum()), linestyle="--", linewidth=1.0)
         flag = np.array([[issue.x1, issue.y1, issue.x2, issue.y2]])
-        draw_boxes(ax, flag, colours=[FLAG_COLOUR], linewidth=3.0, linestyle="--" if issue.issue == "overlooked" else "-")
-        ax.set_title(f"#{rank} {issue.file}\n{_caption(issue)}", fontsize=8)
+        draw_boxes(ax, flag, colours=[FLAG_COLOUR], linewidth=3.0, linestyle="--" if kind == "overlooked" else "-")
+        ax.set_title(f"#{rank} {issue.file}\n{_caption(issue, kind, score)}", fontsize=8)
     fig.suptitle(
         f"the worst images of each kind of issue: flagged box red (dashed: a missing label), labels green, "
         f"held-out predictions above {PICTURE_SCORE} dashed blue",

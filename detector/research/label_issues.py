@@ -22,7 +22,8 @@ scores far lower (on BCCD no held-out detection of a 10-epoch fold model reached
 correct ones scored below 0.38), so at cleanlab's thresholds swaps and missing boxes are never
 found. :func:`model_thresholds` scales them to the model instead: ``high`` is the score a quarter
 of the held-out true positives stay below, ``low`` the one a twentieth stay below
-(docs/experiments.md, "Finding label errors", has the sweep behind the choice).
+(``--high-score`` / ``--low-score`` set them by hand; ``tools/label_noise.py`` measures what a
+choice finds on planted errors).
 """
 
 from __future__ import annotations
@@ -47,9 +48,11 @@ from torchvision.ops import box_iou
 from detector.defaults import PICTURE_SCORE
 
 __all__ = [
-    "CLEANLAB_HIGH_SCORE", "CLEANLAB_LOW_SCORE", "ImageBoxes", "Issue", "model_thresholds", "rank_issues", "read_issues",
-    "true_positive_scores", "write_issues",
+    "CLEANLAB_HIGH_SCORE", "CLEANLAB_LOW_SCORE", "KINDS", "ImageBoxes", "Issue", "model_thresholds", "rank_issues",
+    "read_issues", "true_positive_scores", "worst_of_kind", "write_issues",
 ]
+
+KINDS = ("swap", "badloc", "overlooked")  # cleanlab's kinds of issue, in the order the printout and the picture show them
 
 CLEANLAB_HIGH_SCORE = 0.95  # cleanlab's HIGH_PROBABILITY_THRESHOLD: a prediction this confident can flag a swap or a missing box
 CLEANLAB_LOW_SCORE = 0.5  # cleanlab's LOW_PROBABILITY_THRESHOLD: predictions above it can flag a misplaced box
@@ -211,6 +214,25 @@ def rank_issues(
             ))
     rows.sort(key=lambda r: (r.score, r.image_score))
     return rows
+
+
+def worst_of_kind(issues: Sequence[Issue], kind: str) -> list[tuple[int, Issue, float]]:
+    """``(rank in issues, issue, its score of this kind)`` for every row with a score of ``kind``
+    below 1, lowest first (ties in rank order). A box's row is named after its lower score, but a
+    wrongly classed box often also looks misplaced against the predictions of the class it wrongly
+    has: whoever looks for wrong classes reads the boxes by their swap score, not the rows named
+    swap. ``overlooked``: the rows of unlabelled predictions, by their score."""
+    if kind not in KINDS:
+        raise ValueError(f"kind {kind!r}: expected one of {', '.join(KINDS)}")
+    found = []
+    for rank, issue in enumerate(issues, 1):
+        if kind == "overlooked":
+            score = issue.score if issue.issue == "overlooked" else None
+        else:
+            score = getattr(issue, kind)  # None on an overlooked row
+        if score is not None and score < 1.0:
+            found.append((rank, issue, float(score)))
+    return sorted(found, key=lambda row: (row[2], row[0]))
 
 
 _COLUMNS = [f.name for f in fields(Issue)]
