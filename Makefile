@@ -6,9 +6,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install lint train test test-slow test-floors mutation bench clean
+.PHONY: install lint train test test-slow test-floors mutation bench gpu-check clean
 
-$(STAMP): constraints.txt pyproject.toml
+$(STAMP): constraints.txt pyproject.toml requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
@@ -59,6 +59,14 @@ $(MUTMUT_STAMP): $(STAMP)
 mutation: $(MUTMUT_STAMP)
 	OMP_NUM_THREADS=1 DETECTOR_SHARED=$(DETECTOR_SHARED) $(PY) -m mutmut run --max-children $(MUTMUT_CHILDREN) $(MUTANTS)
 	$(PY) tools/mutation_table.py --survivors
+
+# The first machine with GPUs gives its figures in one command: bench/gpu.py (img/s, peak memory, the
+# matching + loss share of a training step and the decode + NMS share of an evaluation step, the
+# checks that need CUDA) and the DDP check over every GPU it has (detector train fit --trainer.devices N,
+# no strategy flag: the same weights on every rank, the logged mAP a one-process eval's), into
+# gpu-check.json. Without a GPU it says so and exits non-zero.
+gpu-check: $(STAMP)
+	$(PY) bench/gpu.py --ddp --json gpu-check.json
 
 clean:
 	rm -rf $(VENV) .venv-floors .pytest_cache mutants

@@ -38,8 +38,19 @@ images ~ N(0, 1), 0..20 random boxes and labels per image (``tests/reference.py`
    tests/reference.py's actn_to_bb + torchvision.ops.batched_nms (top 50 per class before NMS, IoU
    0.4, 100 per image): the same kept boxes, scores and labels in every image; both times.
 
-Prints a table per part as it finishes, then one JSON line. Exit status 1 when a check fails or a
-part raised.
+6. with --ddp: the two-process DDP check (tests/multinode.py: one_machine_check), in a process of
+   its own (it needs Lightning and the package): ``detector train fit --trainer.accelerator gpu
+   --trainer.devices N`` over every GPU of the machine (no strategy flag) on tiny shapes data through
+   a frozen and an unfrozen stage; every rank holds the same weights at every step, the logged val
+   mAP equals a one-process ``detector eval`` of the checkpoint, no warning about logging under DDP.
+   Needs two GPUs or more (with one, it is recorded as not run); --tiny runs it on 2 CPU processes.
+
+Prints a table per part as it finishes, then one JSON line; --json PATH writes the same object to
+PATH, with a "summary" (img/s, peak memory, the matching + loss share of a training step and the
+decode + NMS share of an evaluation step, per precision). Exit status 1 when a check fails or a part
+raised; 2 without a GPU (unless --tiny or --device cpu). On a machine with GPUs, all of it is
+
+    make gpu-check        # bench/gpu.py --ddp --json gpu-check.json
 """
 
 from __future__ import annotations
@@ -59,15 +70,14 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]  # run from anywhere, installed or not; the oracle lives in tests/
-from reference import actn_to_bb, random_targets, ssd_loss  # noqa: E402
-
 from detector.core.anchors import AnchorConfig, Anchors, make_anchors  # noqa: E402
 from detector.core.loss import SSDLoss  # noqa: E402
 from detector.core.postprocess import postprocess  # noqa: E402
 from detector.model import build_ssd  # noqa: E402
 from detector.model.head import HeadConfig  # noqa: E402
+from reference import actn_to_bb, random_targets, ssd_loss  # noqa: E402
 
-# configs/lesson9_ssd.yaml's model (tests/test_bench_gpu.py checks these against the file).
+# configs/lesson9_ssd.yaml's model (tests/bench/test_bench_gpu.py checks these against the file).
 BACKBONE, IMAGE_SIZE, BATCH, NUM_CLASSES, MAX_OBJECTS = "resnet34", 224, 64, 20, 20
 HEAD = dict(dropout=0.4, head_dropout=0.4, bias=-4.0, channels=256)
 LOSS = dict(coder="tanh", iou_threshold=0.4, focal=True, alpha=0.25, gamma=2.0, reduction="lesson_sum")
@@ -391,13 +401,17 @@ def main() -> None:
     parser.add_argument("--precision", action="append", choices=list(PRECISIONS),
                         help="repeatable (default: all three on a GPU; on a CPU fp32, and bf16-mixed where it has bf16 "
                              "instructions)")
+    parser.add_argument("--ddp", action="store_true",
+                        help="also the two-process DDP check over every GPU (--tiny: 2 CPU processes); see 6. above")
+    parser.add_argument("--json", metavar="PATH", help="write the result (the last line's JSON, with a summary) to PATH")
     args = parser.parse_args()
     started = time.perf_counter()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type != "cuda" and not args.tiny and args.device is None:
-        print("bench/gpu.py: no CUDA device; run with --tiny on a CPU (or --device cpu for the full sizes)", file=sys.stderr)
+        print("bench/gpu.py: no GPU here (torch.cuda.is_available() is False): nothing measured. Run it on a machine "
+              "with CUDA GPUs, or with --tiny on a CPU (or --device cpu for the full sizes)", file=sys.stderr)
         sys.exit(2)
     precisions = args.precision or default_precisions(device)
     if args.tiny:
@@ -471,18 +485,65 @@ def main() -> None:
     peaks = [r["peak_memory_gib"] for r in trained if r["peak_memory_gib"] is not None]
     checks = {k: bool(results[k] and results[k]["pass"]) for k in ("focal_fp16", "loss_vs_loop", "nms_vs_torchvision")}
     checks["train_loss_finite"] = bool(trained) and all(r["loss_finite"] for r in trained)
+    if args.ddp:
+        results["ddp"] = r = part("ddp", ddp_check, device)
+        if r and "not_run" not in r:
+            checks["ddp"] = bool(r["passed"])
+        elif not r:
+            checks["ddp"] = False
     passed = all(checks.values()) and not errors
     wall = time.perf_counter() - started
     print(f"checks: {checks}; errors: {len(errors)}; wall {wall:.1f} s: {'PASS' if passed else 'FAIL'}")
-    print(json.dumps({
+    result = {
         "device": name, "torch": torch.__version__, "tiny": args.tiny,
         "config": {"backbone": BACKBONE, "image_size": s.size, "batch": s.batch, "steps": s.steps,
                    "precisions": s.precisions, "skipped_precisions": skipped},
         **results,
         "peak_memory_gib": max(peaks) if peaks else None,
         "imports": third_party_imports(), "checks": checks, "errors": errors, "passed": passed, "wall_s": round(wall, 1),
-    }))
+    }
+    print(json.dumps(result))
+    if args.json:
+        write_json(Path(args.json), result)
+        print(f"written: {args.json}")
     sys.exit(0 if passed else 1)
+
+
+def ddp_check(device: torch.device) -> dict:
+    """Part 6: tests/multinode.py's one-machine DDP check over every GPU (2 CPU processes on a CPU),
+    run as a process of its own; prints one line."""
+    import subprocess
+
+    devices = torch.cuda.device_count() if device.type == "cuda" else 2
+    if devices < 2:
+        print(f"\nDDP check: not run ({devices} GPU: DDP needs two or more)", flush=True)
+        return {"not_run": f"{devices} GPU: DDP needs two or more", "devices": devices}
+    accelerator = "gpu" if device.type == "cuda" else "cpu"
+    command = [sys.executable, str(REPO / "tests" / "multinode.py"), "--accelerator", accelerator, "--devices", str(devices)]
+    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1800)
+    lines = proc.stdout.strip().splitlines()
+    try:
+        out = json.loads(lines[-1])
+    except (IndexError, json.JSONDecodeError):
+        raise RuntimeError(f"{' '.join(command[1:])} exited {proc.returncode}: {(proc.stdout + proc.stderr)[-1500:]}") from None
+    print(f"\nDDP check, {devices} x {accelerator}, no strategy flag: fit {out['fit_wall_s']} s, "
+          f"rank differences {out.get('rank_differences')}, val mAP@0.5 logged {out.get('val_map_50_logged')} / "
+          f"one-process eval {out.get('val_map_50_eval')}, sync_dist warning {out.get('sync_dist_warning')}: "
+          f"{'PASS' if out['passed'] else 'FAIL'}", flush=True)
+    return out
+
+
+def summary(result: dict) -> dict:
+    """Per precision: img/s (cudnn.benchmark off, and on where measured), peak memory, the matching +
+    loss share of a training step and the decode + NMS share of an evaluation step."""
+    keys = ("img_s", "img_s_cudnn_benchmark", "peak_memory_gib", "matching_loss_share", "decode_nms_share")
+    return {precision: {k: r.get(k) for k in keys} for precision, r in (result.get("train") or {}).items() if r}
+
+
+def write_json(path: Path, result: dict) -> None:
+    """``result`` with its :func:`summary` first, as indented JSON at ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"summary": summary(result), **result}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -28,10 +28,9 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]  # run from anywhere, installed or not; the oracle lives in tests/
-from reference import random_targets, ssd_loss  # noqa: E402
-
 from detector.core.anchors import Anchors, make_anchors  # noqa: E402
 from detector.core.loss import SSDLoss  # noqa: E402
+from reference import random_targets, ssd_loss  # noqa: E402
 
 BATCH, MAX_OBJECTS, NUM_CLASSES, IMAGE_SIZE = 64, 20, 20, 224
 

@@ -23,10 +23,9 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]  # run from anywhere, installed or not; the oracle lives in tests/
-from reference import postprocess as loop_postprocess  # noqa: E402
-
 from detector.core.anchors import make_anchors  # noqa: E402
 from detector.core.postprocess import postprocess  # noqa: E402
+from reference import postprocess as loop_postprocess  # noqa: E402
 
 BATCH, NUM_CLASSES = 64, 20
 

@@ -1,6 +1,6 @@
 """Every default that more than one place in the package uses, written once.
 
-Each module that needs one of these imports it from here; ``tests/test_layout.py`` fails when one
+Each module that needs one of these imports it from here; ``tests/test_house.py`` fails when one
 of them is written again as a literal where it means the same thing (a parameter's or a field's
 default, ``.get(key, default)``, an argparse ``default=``). A value only one module uses stays in
 that module, beside the code it configures.
@@ -11,6 +11,9 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 __all__ = [
+    "BOOTSTRAP_RESAMPLES",
+    "COMPARE_SEEDS",
+    "COMPARE_SPLIT",
     "CONFUSION_IOU",
     "EVAL_SCORE",
     "IMAGENET_MEAN",
@@ -58,3 +61,12 @@ SPLITS: tuple[str, ...] = get_args(Split)
 MAX_SKIPPED_FRACTION = 0.05
 """``on_bad_record: skip`` refuses to leave out more than this fraction of a split's images or
 boxes (import and training alike): never a silent partial run."""
+
+COMPARE_SEEDS = 5
+"""``detector compare``: the seeds each side is trained with (0, 1, ..., 4)."""
+
+COMPARE_SPLIT: Split = "test"
+"""``detector compare``: the split the runs are evaluated on (the one no checkpoint was chosen on)."""
+
+BOOTSTRAP_RESAMPLES = 1000
+"""``detector compare``: the paired bootstrap's resamples."""

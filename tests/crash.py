@@ -137,7 +137,7 @@ class _KillingWriter:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._f, name)
 
-    def __enter__(self) -> "_KillingWriter":
+    def __enter__(self) -> _KillingWriter:
         return self
 
     def __exit__(self, *exc: Any) -> None:

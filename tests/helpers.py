@@ -1,13 +1,16 @@
-"""What the training and reliability tests share: tiny shapes data, a module, a DataModule and a
-Trainer for it, the same run through ``detector train`` (a YAML config, a subprocess), and the
-``detector`` command run in this process."""
+"""What the tests that train share: tiny shapes data (conftest.py's fixtures generate it), a module,
+a DataModule and a Trainer for it, the same run through ``detector train`` (a YAML config, a
+subprocess), the ``detector`` command run in this process, and the checks the resume, checkpoint,
+guard and DDP tests make of a run's folder."""
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,15 +22,19 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from detector.data.datamodule import DetectionDataModule
 from detector.data.shapes import generate_shapes
-from detector.training.tasks.detection import AnchorConfig, DetectorModule, HeadConfig
+from detector.training.checkpoints import read_checkpoint
 from detector.training.recipe import OptimizerConfig, Stage
+from detector.training.tasks.detection import AnchorConfig, DetectorModule, HeadConfig
 
 REPO = Path(__file__).resolve().parents[1]
+KILLED = -signal.SIGKILL  # subprocess's returncode for a child that died of SIGKILL
 
 
-def tiny_shapes(root: Path) -> Path:
-    """16 train and 7 val shapes images at about 64 px (7: an odd count, for the DDP tests)."""
-    generate_shapes(root, n_train=16, n_val=7, image_size=64, seed=1, workers=1)
+def tiny_shapes(root: Path, n_train: int = 16, n_val: int = 7, image_size: int = 64) -> Path:
+    """16 train and 7 val shapes images at about 64 px (7: an odd count, for the DDP tests), or
+    another count or size; always seed 1. Tests take these from conftest's session fixtures
+    (``shapes``, ``shapes_copy``, ``make_shapes``), which generate each size once."""
+    generate_shapes(root, n_train=n_train, n_val=n_val, image_size=image_size, seed=1, workers=1)
     return root
 
 
@@ -158,3 +165,27 @@ def last_checkpoint(folder: Path) -> ModelCheckpoint:
 
 def final_weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def csv_rows(root: Path) -> list[dict[str, str]]:
+    """Every row of the run's (only) CSV log: a resumed run writes on in the same run folder."""
+    assert [p.name for p in (root / "runs" / "tiny").iterdir()] == ["v1"]
+    return list(csv.DictReader(open(run_path(root) / "csv" / "metrics.csv")))
+
+
+def assert_same_run(full: Path, resumed: Path) -> None:
+    """Bit-identical final weights, and the same CSV log: every row the full run logged (train
+    losses per step, val metrics per epoch), those from before the interruption included."""
+    wa, wb = final_weights(run_path(full) / "checkpoints" / "last.ckpt"), final_weights(run_path(resumed) / "checkpoints" / "last.ckpt")
+    assert wa.keys() == wb.keys()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa), [k for k in wa if not torch.equal(wa[k], wb[k])][:5]
+    a, b = csv_rows(full), csv_rows(resumed)
+    assert sorted(r["epoch"] for r in a if r.get("val/map_50")) == ["0", "1"]
+    assert a == b
+
+
+def assert_last_good(last: Path, epoch: int) -> None:
+    checkpoint = read_checkpoint(last)
+    assert checkpoint["epoch"] == epoch
+    assert all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values() if v.is_floating_point())
+    DetectorModule.load_from_checkpoint(last, map_location="cpu")  # and it loads as a model

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import yaml
+
 from coco_files import write_jpeg
 
 # (stem, extension, width, height, split, [(class, x0, y0, x1, y1) continuous pixels]); mixed-case
@@ -29,6 +30,22 @@ FOLDER = {"train": "train", "val": "valid", "test": "test"}  # Roboflow's folder
 def image(path: Path, width: int, height: int, boxes: list, seed: int) -> Path:
     """An image file of the given size (PIL tells the format by the content, not the name)."""
     write_jpeg(path, width, height, [b[1:] for b in boxes], seed=seed)
+    return path
+
+
+def truncate(path: Path, n: int = 20) -> Path:
+    """``path`` without its last ``n`` bytes (a download cut short): PIL still reads the header,
+    and the picture too with ``LOAD_TRUNCATED_IMAGES``, its missing end grey."""
+    data = path.read_bytes()
+    path.write_bytes(data[:-n])
+    return path
+
+
+def cut_before_scan(path: Path) -> Path:
+    """A JPEG cut just before its start-of-scan marker: PIL reads its header (size, mode), but no
+    picture at all, not even with ``LOAD_TRUNCATED_IMAGES``."""
+    data = path.read_bytes()
+    path.write_bytes(data[:data.index(b"\xff\xda")])
     return path
 
 
@@ -58,8 +75,10 @@ def _filename(stem: str, ext: str) -> str | None:
     return {"b": "b.jpg", "c": None, "d": "d.jpg"}.get(stem, stem + ext)
 
 
-def voc(root: Path, layout: str, sizes: bool = True) -> Path:
-    """The dataset in VOC ``layout``: devkit (ImageSets), devkit_no_sets, one_folder, two_folders, per_split."""
+def voc(root: Path, layout: str, sizes: bool = True, moved: dict[str, str] | None = None) -> Path:
+    """The dataset in VOC ``layout``: devkit (ImageSets), devkit_no_sets, one_folder, two_folders, per_split;
+    ``moved``: {stem: the folder below ``root`` its XML is written in instead} (an XML misplaced as
+    in some published devkits: beside its image in JPEGImages/, or elsewhere)."""
     for k, (stem, ext, w, h, split, boxes) in enumerate(TRUTH):
         xml_dir, image_dir = {
             "devkit": ("Annotations", "JPEGImages"), "devkit_no_sets": ("Annotations", "JPEGImages"),
@@ -67,6 +86,7 @@ def voc(root: Path, layout: str, sizes: bool = True) -> Path:
             "per_split": (FOLDER[split], FOLDER[split]),
         }[layout]
         image(root / image_dir / (stem + ext), w, h, boxes, k)
+        xml_dir = (moved or {}).get(stem, xml_dir)
         voc_xml(root / xml_dir / f"{stem}.xml", _filename(stem, ext), (w, h) if sizes else None, boxes)
     if layout == "devkit":
         sets = root / "ImageSets" / "Main"

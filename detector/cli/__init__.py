@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("detector.cli.predict", "detect objects in image files: pictures and detections.json"),
     "inspect": ("detector.cli.inspect", "draw a config's anchors, matches or batches, or a checkpoint's predictions"),
     "export": ("detector.cli.export", "export a checkpoint to ONNX"),
+    "compare": ("detector.cli.compare", "did an idea help? configs trained with several seeds, compared with paired bootstrap intervals"),
     "tune": ("detector.cli.tune", "search a config's settings with Optuna (one run per trial; several workers share a study)"),
     "runs": ("detector.cli.runs", "list the run folders: progress, best value, checkpoints, results"),
     "data": ("detector.cli.data", "import a labelled folder (VOC, YOLO, COCO); shapes, VOC 2007; a data report, anchors; an audit of the labels"),

@@ -17,6 +17,7 @@ __all__ = ["main"]
 DESCRIPTION = """Get data into the layout training reads: one COCO-format JSON per split and an image folder.
 
   detector data import PATH --out data/NAME               VOC XML, YOLO txt or COCO JSON -> JSONs + config.yaml
+                                                          (every image decoded once; a truncated JPEG restored)
   detector data shapes --root data/shapes                 the synthetic default (2,000 + 400 images)
   detector data download-voc --root data/voc              PASCAL VOC 2007 and the course's JSONs (online)
   detector data convert-voc --devkit DIR --out data/NAME  any VOCdevkit folder (Annotations, ImageSets, JPEGImages)
@@ -48,7 +49,8 @@ def main(argv: Sequence[str]) -> int:
     convert.add_argument("--classes", nargs="+", default=None, help="the categories in this order (default: VOC's or sorted)")
     imp = commands.add_parser("import", help="a labelled folder (VOC XML, YOLO txt, COCO JSON) -> the JSONs and a ready config.yaml")
     imp.add_argument("path", type=Path, help="the dataset's folder (or a COCO .json, or a YOLO data.yaml)")
-    imp.add_argument("--out", type=Path, required=True, help="folder for the JSONs, split.json and config.yaml (data/NAME)")
+    imp.add_argument("--out", type=Path, required=True,
+                     help="folder for the JSONs, split.json and config.yaml (data/NAME); restored/ holds whole copies of truncated images")
     imp.add_argument("--format", choices=("auto", "voc", "yolo", "coco"), default="auto")
     imp.add_argument("--name", default=None, help="the dataset's and its runs' name (default: --out's folder name)")
     imp.add_argument("--val-fraction", type=float, default=None, help="share of all images for a val split the source lacks (0.15)")

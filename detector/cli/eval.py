@@ -26,7 +26,12 @@ The data comes from the checkpoint (the data it was trained with), from another 
 section (--data), or from any COCO-format JSON and image folder (--json, --image-dir). Images are
 only resized, exactly as in validation. The results go to the run's results/SPLIT folder (or
 --out): metrics.json with COCO mAP, mAP@0.5, mAP@0.75, the VOC APs and per-class APs, and
-detections.json, the COCO results in original-image pixels, which pycocotools reads."""
+detections.json, the COCO results in original-image pixels, which pycocotools reads.
+
+Why a number is what it is: errors_per_image.csv (per image TP, FP, FN at IoU 0.5 and score
+>= 0.25, the worst first), worst_images.png (those images, TP / FP / FN in three colours) and
+errors.png (TIDE's breakdown: the AP@0.5 each kind of error costs; the numbers in metrics.json
+under "errors"; its one line printed below the table)."""
 
 
 def _data_args(args: argparse.Namespace, checkpoint: dict[str, Any], model: Any) -> dict[str, Any]:
@@ -86,8 +91,9 @@ def main(argv: Sequence[str]) -> int:
     from detector.data.image import load_image
     from detector.deploy.loading import load_detector, resolve_device
     from detector.errors import ConfigError
+    from detector.evaluation.errors import analyse_errors
     from detector.evaluation.evaluator import evaluate, format_table
-    from detector.evaluation.results import predictions_figure, write_results
+    from detector.evaluation.results import SplitImages, predictions_figure, write_results
     from detector.training.checkpoints import read_checkpoint
     from detector.training.runs import find_run, run_of_checkpoint
 
@@ -119,14 +125,23 @@ def main(argv: Sequence[str]) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "detections.json").write_text(json.dumps(found.coco) + "\n")
-    records = {r.image_id: r for r in dm.splits[args.split].records}
-    shown = [load_image(records[i].path) for i in found.image_ids[:8]]
-    picture = predictions_figure(
-        shown, found.detections, found.ground_truths, model.class_names, model.post_cfg.picture_score_threshold
-    )
+    threshold = model.post_cfg.picture_score_threshold  # what predictions.png draws and the errors count
+    images = SplitImages.of(found.image_ids, dm.splits[args.split].records, dm.hparams.image_dir)
+    shown = [load_image(path) for path in images.paths[:8]]
+    picture = predictions_figure(shown, found.detections, found.ground_truths, model.class_names, threshold)
     log = run_of_checkpoint(Path(args.checkpoint))
     log = log.path / "csv" / "metrics.csv" if log is not None else None
-    written = write_results(out, found.detections, found.ground_truths, model.class_names, metrics, log, picture)
+    errors = analyse_errors(found.detections, found.ground_truths, model.num_classes)
+    written = write_results(
+        out, found.detections, found.ground_truths, model.class_names, metrics, log, picture, images, errors, threshold
+    )
     print(format_table(metrics))
+    at = metrics["errors"]["at_score_threshold"]
+    print(f"\n{errors.summary_line()}")
+    print(
+        f"at score >= {threshold:g}, IoU {errors.iou:g}: {at['tp']} TP, {at['fp']} FP "
+        f"({', '.join(f'{k} {at[k]}' for k in ('cls', 'loc', 'both', 'dupe', 'bkg'))}), {at['fn']} FN: "
+        "errors_per_image.csv, worst_images.png"
+    )
     print(f"\nwrote {len(written) + 1} files to {out}: " + ", ".join(p.name for p in written) + f", detections.json ({len(found.coco)} detections)")
     return 0

@@ -14,10 +14,13 @@ __all__ = ["main"]
 
 DESCRIPTION = """Draw what a config and a checkpoint do, to check them by eye.
 
-  detector inspect anchors --config configs/shapes.yaml --out runs/inspect/shapes [--image photo.jpg]
-  detector inspect matches --config configs/shapes.yaml --out runs/inspect/shapes [--images 8]
-  detector inspect batch --config configs/shapes.yaml --out runs/inspect/shapes [--batches 2]
-  detector inspect predictions --config configs/shapes.yaml --checkpoint CKPT --out runs/inspect/shapes
+  detector inspect anchors --config configs/shapes.yaml [--image photo.jpg]      (into runs/inspect/shapes)
+  detector inspect matches --config configs/shapes.yaml [--images 8]
+  detector inspect batch --config configs/shapes.yaml [--batches 2]
+  detector inspect predictions --config configs/shapes.yaml --checkpoint CKPT   (into the run's inspect/)
+
+--out FOLDER puts the pictures elsewhere; by default they go to runs/inspect/NAME (NAME: the config's
+run.name, else its file name), or for predictions of a checkpoint in a run folder, runs/NAME/vN/inspect.
 
 anchors:      anchors.png, the anchor grids, all anchors of a few cells (on --image if given).
 matches:      matches.png, the first training images' objects and the anchors matched to them, and
@@ -30,11 +33,28 @@ predictions:  raw_predictions.png (the 10 best-scoring anchors' boxes before NMS
 --palette 256 writes 256-colour PNGs, about 3x smaller (for pictures kept in a repository)."""
 
 
+def default_out(config: str, checkpoint: str | None) -> Path:
+    """Where the pictures go without ``--out``: beside the run, as the other commands write theirs."""
+    import yaml
+
+    from detector.training.runs import run_of_checkpoint
+
+    run = run_of_checkpoint(Path(checkpoint)) if checkpoint else None
+    if run is not None:
+        return run.path / "inspect"
+    text = yaml.safe_load(Path(config).read_text()) if Path(config).is_file() else None
+    name = ((text or {}).get("run") or {}).get("name") if isinstance(text, dict) else None
+    return Path("runs") / "inspect" / (name or Path(config).stem)
+
+
 def main(argv: Sequence[str]) -> int:
     parser = Parser(prog="detector inspect", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=("anchors", "matches", "batch", "predictions"))
     parser.add_argument("--config", required=True, help="a training config (YAML)")
-    parser.add_argument("--out", required=True, help="folder for the pictures")
+    parser.add_argument(
+        "--out", help="folder for the pictures (default: the checkpoint's run folder's inspect/, else runs/inspect/NAME, "
+        "NAME the config's run.name or file name)"
+    )
     parser.add_argument("--images", type=int, default=8, help="images per picture (matches, batch, predictions)")
     parser.add_argument("--batches", type=int, default=1, help="training batches to draw (batch)")
     parser.add_argument("--image", help="anchors: draw them on this picture, squashed to the input size")
@@ -49,7 +69,7 @@ def main(argv: Sequence[str]) -> int:
 
     cfg = load_config(args.config)
     cfg.data.update(num_workers=0, persistent_workers=False)  # a few batches: no worker start-up
-    out = Path(args.out)
+    out = Path(args.out) if args.out else default_out(args.config, args.checkpoint)
     out.mkdir(parents=True, exist_ok=True)
     if args.what == "anchors":
         written = inspect_anchors(cfg, out, args.image, args.palette)

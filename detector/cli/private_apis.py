@@ -1,6 +1,6 @@
 """The one private API of Lightning the package relies on, in one place.
 
-Used only because no public API does the job; ``tests/test_private_apis.py`` checks that it still
+Used only because no public API does the job; ``tests/cli/test_private_apis.py`` checks that it still
 exists and behaves as relied on, and fails naming the installed version when it changes. Nothing
 else in the package touches a private name of Lightning or torchmetrics (the same test checks).
 

@@ -1,6 +1,7 @@
 """``detector train``: LightningCLI over the tasks and the detection data module.
 
     detector train fit      --config configs/shapes.yaml                 # one GPU, or the CPU
+    detector train fit      --config configs/shapes.yaml --trainer.devices -1   # every GPU (DDP)
     detector train fit      --config configs/shapes.yaml --ckpt_path last   # resume
     detector train validate --config configs/shapes.yaml --ckpt_path best
     detector train lr_find  --config configs/shapes.yaml                 # lr_find.png + a suggestion
@@ -14,6 +15,7 @@ interrupted run's versions.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import shutil
@@ -26,6 +28,7 @@ import torch
 from jsonargparse import ArgumentError, DefaultHelpFormatter
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.utilities import rank_zero_info
 
 from detector.autoanchor.choice import resolve_auto_anchors
 from detector.cli.private_apis import ConfigDecidesModel
@@ -34,7 +37,7 @@ from detector.errors import CheckpointError, ConfigError
 from detector.training.checkpoints import read_checkpoint
 from detector.training.config import add_links, check_model_section
 from detector.training.lr_finder import lr_range_test
-from detector.training.plan import place_run, refuse_plain_ddp, size_recipe, summary
+from detector.training.plan import choose_strategy, place_run, size_recipe, summary
 from detector.training.runs import INHERITED, RunConfig, RunFolder
 from detector.training.tasks.staged import StagedModule
 
@@ -126,7 +129,9 @@ class DetectorCLI(ConfigDecidesModel, LightningCLI):
         resolve_auto_anchors(config)  # anchors: auto -> concrete values, in the config the run saves
         size_recipe(config)
         if self.subcommand == "fit":  # validate/test compute no gradients: plain DDP is fine there
-            refuse_plain_ddp(config)
+            chosen = choose_strategy(config)
+            if chosen:
+                rank_zero_info(chosen)
         files = [str(f) for f in config.get("config") or []]
         DetectorCLI.run, DetectorCLI.run_is_new = self.run, self.run_is_new = place_run(config, self.subcommand, files)
         if not config.get("ckpt_path"):
@@ -189,6 +194,13 @@ def _cli(args: Sequence[str] | None, **kwargs: Any) -> DetectorCLI:
     )
 
 
+class _NoAdvert(logging.Filter):
+    """Lightning 2.6 logs a tip advertising its hosted logger (litlogger) at every fit: left out."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
 def main(argv: Sequence[str]) -> int:
     """``detector train ARGS``: a configuration mistake is one line and status 2; a run that stops
     before it wrote a checkpoint leaves no folder behind; the end says what was written.
@@ -212,9 +224,12 @@ def train(argv: Sequence[str], callbacks: Sequence[Callback] = (), keep: tuple[t
     one of ``keep`` (a pruned trial keeps its logs)."""
     argv = [_alias(a) for a in argv]
     DetectorCLI.run = None
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoAdvert())  # where rank_zero_info writes
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within Python")
+            # Lightning 2.6's own pytree helper builds torch's deprecated LeafSpec: not ours to fix, nor to show.
+            warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
             try:
                 return cli(argv, trainer_defaults={"callbacks": list(callbacks)} if callbacks else None)
             except ArgumentError as e:

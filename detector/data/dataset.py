@@ -21,7 +21,9 @@ B = 0; the module's steps skip it (``detector.training.guards.batch_is_empty``).
 skipped image leaves a hole; every other image keeps its place, batch and augmentation (those
 depend only on (seed, epoch, index): :mod:`detector.data.samplers`), so runs that meet the same bad
 files at the same moments stay identical. Any other exception while loading a sample gets a note
-naming the file and image id.
+naming the file and image id. Raised in a DataLoader worker, the BadRecordError reaches the main
+process with the worker's message alone (:class:`detector.errors.UserError`), so ``detector train``
+ends with that one line.
 """
 
 from __future__ import annotations
@@ -104,7 +106,8 @@ class DetectionDataset(Dataset):
             return self._sample(record, epoch, index)
         except BadRecordError as e:
             if self.on_bad_record == "error":
-                raise BadRecordError(f"{e}; fix or remove the file, or set data.on_bad_record: skip to drop it") from e
+                restore = " (detector data import restores a truncated image PIL can still read)" if "truncated" in str(e) else ""
+                raise BadRecordError(f"{e}; fix or remove the file{restore}, or set data.on_bad_record: skip to drop it") from e
             log.warning("skipped at run time: %s", e)
             return SkippedSample(record.image_id, self.transform.size)
         except Exception as e:  # not the data's fault, as far as we know: say where, and let it through
@@ -182,12 +185,15 @@ def _pad(rows: list[Tensor], row_shape: tuple[int, ...], dtype: torch.dtype, val
 
 def targets_in_pixels(batch: dict[str, Tensor]) -> list[dict[str, Tensor]]:
     """A batch's ground truth -> per image ``boxes (n, 4)`` xyxy in original-image pixels,
-    ``labels (n,)`` and ``difficult (n,)``, padding removed (what the metrics take)."""
+    ``labels (n,)``, ``difficult (n,)`` and ``image_id`` (0-d), padding removed (what the metrics take)."""
     h, w = batch["sizes"][:, 0:1], batch["sizes"][:, 1:2]  # (B, 1) each
     scale = torch.cat([w, h, w, h], dim=1).to(batch["boxes"].dtype)  # (B, 4)
     boxes = batch["boxes"] * scale[:, None, :]  # (B, M, 4)
     real = batch["labels"] >= 0  # (B, M)
     return [
-        {"boxes": boxes[i][real[i]], "labels": batch["labels"][i][real[i]], "difficult": batch["difficult"][i][real[i]]}
+        {
+            "boxes": boxes[i][real[i]], "labels": batch["labels"][i][real[i]], "difficult": batch["difficult"][i][real[i]],
+            "image_id": batch["image_ids"][i],
+        }
         for i in range(boxes.shape[0])
     ]

@@ -128,7 +128,8 @@ def load_records(
 
     Args:
         json_path: the JSON file.
-        image_dir: the folder that relative ``file_name``s resolve against.
+        image_dir: the folder that relative ``file_name``s resolve against (an absolute one is
+            read as it is: the restored copy of a truncated image, ``detector data import``).
         on_bad_record: ``"error"`` raises one :class:`BadRecordError` listing every problem;
             ``"skip"`` logs each problem, drops the images concerned, and logs a total.
         verify_images: check that every image file exists, has a readable image header, and has

@@ -79,7 +79,8 @@ class DetectionMetrics(Metric):
 
     ``update(preds, targets)``: ``preds`` per image ``boxes (N, 4)`` float xyxy, ``scores (N,)``,
     ``labels (N,)`` int64 in ``0..C-1``; ``targets`` per image ``boxes (M, 4)`` float xyxy,
-    ``labels (M,)`` int64, optional ``difficult (M,)`` bool. Pixels of the original image give
+    ``labels (M,)`` int64, optional ``difficult (M,)`` bool and ``image_id`` (an int or a 0-d
+    tensor, kept for :meth:`per_image`, -1 when absent; no number depends on it). Pixels of the original image give
     VOC-comparable numbers and meaningful COCO area ranges; ``[0, 1]`` boxes give the same
     ``map``, ``map_50``, ``map_75`` and ``voc*`` values (IoU is scale-free), but every object is "small".
 
@@ -98,7 +99,8 @@ class DetectionMetrics(Metric):
     full_state_update = False  # update() only appends, so merge_state and DDP sync are plain concatenation
 
     _STATES = (
-        "det_boxes", "det_scores", "det_labels", "det_counts", "gt_boxes", "gt_labels", "gt_difficult", "gt_counts"
+        "det_boxes", "det_scores", "det_labels", "det_counts", "gt_boxes", "gt_labels", "gt_difficult", "gt_counts",
+        "image_ids",
     )
 
     def __init__(self, num_classes: int, **kwargs: Any) -> None:
@@ -123,11 +125,13 @@ class DetectionMetrics(Metric):
         # int64 rather than bool: all_gather support for bool varies by backend.
         self.gt_difficult.append(torch.cat([t.get("difficult", torch.zeros_like(t["labels"])).long() for t in targets]))
         self.gt_counts.append(torch.tensor([len(t["labels"]) for t in targets], device=self.device))  # (B,)
+        ids = [torch.as_tensor(t.get("image_id", -1), device=self.device).long().reshape(()) for t in targets]
+        self.image_ids.append(torch.stack(ids))  # (B,) without a device sync per image
 
     def per_image(self) -> tuple[list[dict[str, Tensor]], list[dict[str, Tensor]]]:
         """Every image seen, as ``(detections, ground_truths)`` per-image dicts on the CPU, in the
-        format of :meth:`update` (``difficult`` always present): what :func:`voc_evaluate` and the
-        curves of :mod:`detector.evaluation.curves` take. Under DDP, this process's images, or every rank's inside
+        format of :meth:`update` (``difficult`` and ``image_id``, 0-d int64, always present): what
+        :func:`voc_evaluate` and the curves of :mod:`detector.evaluation.curves` take. Under DDP, this process's images, or every rank's inside
         ``with metric.sync_context():`` (as inside :meth:`compute`)."""
         if isinstance(self.det_counts, list) and not self.det_counts:
             raise RuntimeError("DetectionMetrics has no images to evaluate: called before any update()")
@@ -139,9 +143,10 @@ class DetectionMetrics(Metric):
         preds = [
             {"boxes": b.reshape(-1, 4), "scores": sc, "labels": lb.long()} for b, sc, lb in zip(boxes, scores, labels)
         ]
+        image_ids = s["image_ids"].long()  # (total,)
         targets = [
-            {"boxes": b.reshape(-1, 4), "labels": lb.long(), "difficult": d.bool()}
-            for b, lb, d in zip(gt_boxes, gt_labels, gt_difficult)
+            {"boxes": b.reshape(-1, 4), "labels": lb.long(), "difficult": d.bool(), "image_id": i.clone()}
+            for b, lb, d, i in zip(gt_boxes, gt_labels, gt_difficult, image_ids)
         ]
         return preds, targets
 

@@ -121,7 +121,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     ``tempfile.mkstemp()`` in the system temp folder and then ``shutil.move``d onto the checkpoint.
     When the temp folder is on another filesystem (a tmpfs ``/tmp``; checkpoints on a mounted
     volume), the move is a copy into the final path, which a kill truncates
-    (``tests/test_reliability.py`` shows it); nothing is ``fsync``ed, so a power cut can leave an
+    (``tests/training/test_checkpoints.py`` shows it); nothing is ``fsync``ed, so a power cut can leave an
     empty file; and a kill leaves a checkpoint-sized orphan in ``/tmp``. Remote paths
     (``s3://...``) still go through Lightning's save.
     """

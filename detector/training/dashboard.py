@@ -14,6 +14,7 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from PIL import Image
 
 from detector.evaluation.evaluator import format_table, summarize
+from detector.evaluation.results import SplitImages
 from detector.training.loggers import CSVLogger
 
 __all__ = ["ResultsFolder", "ValidationPictures"]
@@ -95,8 +96,9 @@ class ResultsFolder(L.Callback):
     """At each validation, the precision-recall curves and the confusion matrix go to TensorBoard
     and wandb; at the end of a fit, the last validation's results folder is written into the run's
     folder (``results/val``, :func:`detector.evaluation.results.write_results`), with the training curves of
-    the CSV log and the last :class:`ValidationPictures` grid. The detector's model gives it
-    itself (:meth:`detector.training.tasks.detection.DetectorModule.configure_callbacks`)."""
+    the CSV log, the last :class:`ValidationPictures` grid and the error analysis (its worst images
+    read from the val split's files). The detector's model gives it itself
+    (:meth:`detector.training.tasks.detection.DetectorModule.configure_callbacks`)."""
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: Any) -> None:
         found = getattr(pl_module, "last_validation", None)
@@ -129,4 +131,18 @@ class ResultsFolder(L.Callback):
             predictions = plt.figure(figsize=(grid.shape[1] / 100, grid.shape[0] / 100), dpi=100)
             predictions.figimage(grid)
         summary = summarize(pl_module.last_metrics["val"], pl_module.class_names) if "val" in pl_module.last_metrics else None
-        write_results(Path(trainer.default_root_dir) / "results" / "val", *found, pl_module.class_names, summary, log, predictions)
+        write_results(
+            Path(trainer.default_root_dir) / "results" / "val", *found, pl_module.class_names, summary, log, predictions,
+            _val_images(trainer, found[1]), score_threshold=pl_module.post_cfg.picture_score_threshold,
+        )
+
+
+def _val_images(trainer: L.Trainer, ground_truths: list[dict[str, Any]]) -> SplitImages | None:
+    """The validated images (ids from the metric's ``image_id``), or None when the data module has
+    no val records for them (a data module other than :class:`DetectionDataModule`)."""
+    dm = getattr(trainer, "datamodule", None)
+    split = getattr(dm, "splits", {}).get("val")
+    ids = [int(gt.get("image_id", -1)) for gt in ground_truths]
+    if split is None or not {r.image_id for r in split.records} >= set(ids):
+        return None
+    return SplitImages.of(ids, split.records, dm.hparams.image_dir)

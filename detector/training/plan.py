@@ -1,6 +1,7 @@
 """What ``detector train`` does to a parsed config before anything is built: it places the run in
-its folder (:mod:`detector.training.runs`), sizes the recipe to ``trainer.max_epochs``, and refuses
-what cannot work under DDP, all before a process is spawned or data is read.
+its folder (:mod:`detector.training.runs`), sizes the recipe to ``trainer.max_epochs``, and
+chooses the DDP strategy a recipe that freezes needs (or refuses plain DDP named explicitly), all
+before a process is spawned or data is read.
 
 Every path of a run comes from its folder: ``trainer.default_root_dir``, each checkpoint callback's
 ``dirpath`` (``vN/checkpoints``), each logger's ``save_dir`` (``vN/tb``, ``vN/csv``: the version is
@@ -21,7 +22,7 @@ from detector.errors import ConfigError
 from detector.training.recipe import FREEZE, Stage, lesson_stages, scale_stages, total_epochs
 from detector.training.runs import INHERITED, RunFolder, find_run, run_of_checkpoint, shared_new_run
 
-__all__ = ["place_run", "recipe_stages", "refuse_plain_ddp", "size_recipe", "summary"]
+__all__ = ["FIND_UNUSED", "choose_strategy", "place_run", "recipe_stages", "size_recipe", "summary"]
 
 
 def _class_name(section: Any) -> str:
@@ -60,30 +61,89 @@ def size_recipe(config: Namespace) -> None:
             init.update_every_n_steps = max(1, round(init.update_every_n_steps * wanted / total))
 
 
-def refuse_plain_ddp(config: Namespace) -> None:
-    """A recipe that leaves parameters without a gradient (frozen groups, fixed depthwise kernels)
-    cannot train under plain DDP: refused here, before the processes start."""
-    strategy = config.trainer.get("strategy")
-    name = strategy if isinstance(strategy, str) else _class_name(strategy)
-    devices, nodes = config.trainer.get("devices"), config.trainer.get("num_nodes") or 1
-    many = nodes > 1 or (isinstance(devices, int) and (devices > 1 or devices == -1)) or (
-        isinstance(devices, (list, tuple)) and len(devices) > 1
-    ) or (isinstance(devices, str) and ("," in devices.strip(",") or devices.strip() not in ("auto", "1", "0", "")))
-    ddp = "ddp" in str(name).lower() or (str(name) in ("auto", "None", "") and many)
-    if not ddp or "find_unused_parameters_true" in str(name):
-        return
-    init = config.model.init_args
+# The DDP strategy that looks for parameters without a gradient each step (Lightning's registry name).
+FIND_UNUSED = "ddp_find_unused_parameters_true"
+
+
+def _processes(trainer: Namespace) -> int:
+    """How many processes the trainer section asks for: devices x nodes, ``devices: auto`` and
+    ``-1`` counted on this machine (every GPU unless the accelerator is the CPU), and at least the
+    world a launcher (torchrun, srun) started, which is already in the environment."""
+    devices, nodes = trainer.get("devices"), trainer.get("num_nodes") or 1
+    accelerator = str(trainer.get("accelerator") or "auto").lower()
+    if isinstance(devices, str):
+        text = devices.strip().strip(",")
+        devices = text.split(",") if "," in text else text
+        if isinstance(devices, str):
+            devices = int(devices) if devices.lstrip("-").isdigit() else devices
+    if isinstance(devices, (list, tuple)):
+        count = len(devices)
+    elif devices == -1 or devices in ("auto", None):
+        count = 1 if accelerator == "cpu" else _gpus(accelerator) or 1
+    else:
+        count = int(devices)
+    launched = int(os.environ.get("WORLD_SIZE") or os.environ.get("SLURM_NTASKS") or 1)
+    return max(count * nodes, launched)
+
+
+def _gpus(accelerator: str) -> int:
+    """The CUDA devices an ``auto``/``gpu``/``cuda`` accelerator would use (0 for another accelerator)."""
+    if accelerator not in ("auto", "gpu", "cuda"):
+        return 0
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def _needs_unused(config: Namespace) -> str | None:
+    """Why the recipe leaves parameters without a gradient in some step (frozen groups, fixed
+    depthwise kernels), as the start of a sentence, or ``None``."""
     freezing = [i for i, s in enumerate(recipe_stages(config)) if FREEZE[s.freeze]]
     if freezing:
+        return f"model.init_args.stages[{freezing[0]}] freezes layer groups, whose parameters then get no gradient"
+    if config.model.init_args.get("train_depthwise") is False:
+        return "model.init_args.train_depthwise: false leaves the body's depthwise kernels without a gradient"
+    return None
+
+
+def choose_strategy(config: Namespace) -> str | None:
+    """The one command is the same on one device and on many: with ``trainer.strategy`` left at
+    ``auto`` and several processes (devices x nodes, or a torchrun/srun world), a recipe that leaves
+    parameters without a gradient gets ``ddp_find_unused_parameters_true``, and the line saying so
+    is returned (``None`` when nothing was chosen). Plain DDP named explicitly (``ddp``,
+    ``ddp_spawn``, ``DDPStrategy`` without ``find_unused_parameters: true``) cannot train such a
+    recipe: refused here, before any process starts.
+
+    Raises:
+        ConfigError: plain DDP with a recipe that freezes groups or fixes depthwise kernels.
+    """
+    trainer = config.trainer
+    strategy = trainer.get("strategy")
+    if isinstance(strategy, str) or strategy is None:
+        name, finds_unused = str(strategy or "auto"), "find_unused_parameters_true" in str(strategy)
+    else:
+        name = _class_name(strategy)
+        init = strategy.get("init_args") or Namespace()
+        finds_unused = bool(init.get("find_unused_parameters"))
+    if finds_unused:
+        return None
+    if name.lower() == "auto":
+        if _processes(trainer) <= 1:
+            return None
+        why = _needs_unused(config)
+        if why is None:
+            return None
+        trainer.strategy = FIND_UNUSED
+        return f"trainer.strategy: {FIND_UNUSED} ({why}, which plain DDP refuses)"
+    if "ddp" not in name.lower():
+        return None
+    why = _needs_unused(config)
+    if why is not None:
         raise ConfigError(
-            f"model.init_args.stages[{freezing[0]}] freezes layer groups, whose parameters then get no gradient, "
-            "which DDP refuses: set trainer.strategy to ddp_find_unused_parameters_true"
+            f"{why}, which DDP refuses: set trainer.strategy to {FIND_UNUSED} "
+            f"(or leave it at auto: detector train then chooses it)"
         )
-    if init.get("train_depthwise") is False:
-        raise ConfigError(
-            "model.init_args.train_depthwise: false leaves the body's depthwise kernels without a gradient, "
-            "which DDP refuses: set trainer.strategy to ddp_find_unused_parameters_true"
-        )
+    return None
 
 
 def place_run(config: Namespace, subcommand: str, config_files: list[str]) -> tuple[RunFolder, bool]:
@@ -182,7 +242,7 @@ def summary(run: RunFolder, trainer: Any, subcommand: str, eval_split: str = "te
         lines.append(f"  logs: {logs} (tensorboard --logdir {logs})")
     results = run.path / "results" / "val"
     if subcommand == "fit" and results.is_dir():
-        lines.append(f"  results: {results} (PR and F1 curves, confusion matrix, per-class AP, training curves)")
+        lines.append(f"  results: {results} (PR and F1 curves, confusion matrix, per-class AP, training curves, error analysis)")
     checkpoint = _show(best.best_model_path if best is not None else last) if (best or last) else None
     if subcommand == "fit" and checkpoint:
         lines += [

@@ -90,11 +90,23 @@ def new_run(root: str | Path, name: str) -> RunFolder:
             version += 1
 
 
+def _launch_id() -> str | None:
+    """What every process of one launch shares, and no other launch: torchrun's run id (``none``
+    unless ``--rdzv-id`` is given) with the port of the store its agent opened for this launch;
+    SLURM's job id with the step (each ``srun`` in a batch script is a step of the same job)."""
+    if os.environ.get("TORCHELASTIC_RUN_ID") is not None:
+        return f"{os.environ['TORCHELASTIC_RUN_ID']}-{os.environ.get('MASTER_PORT', '')}"
+    if os.environ.get("SLURM_JOB_ID") is not None:
+        return f"{os.environ['SLURM_JOB_ID']}.{os.environ.get('SLURM_STEP_ID', '')}"
+    return None
+
+
 def shared_new_run(root: str | Path, name: str, timeout: float = 300.0) -> RunFolder:
-    """:func:`new_run` for one process of a run: every process of a torchrun or SLURM job gets the
-    version that rank 0 reserved (a marker file ``ROOT/NAME/.job-ID`` passes it on, on the shared
-    filesystem the checkpoints need anyway); any other process reserves its own."""
-    job = os.environ.get("TORCHELASTIC_RUN_ID") or os.environ.get("SLURM_JOB_ID")
+    """:func:`new_run` for one process of a run: every process of a torchrun or SLURM launch gets
+    the version that rank 0 reserved (a marker file ``ROOT/NAME/.job-ID`` passes it on, on the
+    shared filesystem the checkpoints need anyway; the ID is the launch's, so a marker left by an
+    earlier launch of the same job is never read); any other process reserves its own."""
+    job = _launch_id()
     world = int(os.environ.get("WORLD_SIZE") or os.environ.get("SLURM_NTASKS") or 1)
     if job is None or world <= 1:
         return new_run(root, name)

@@ -4,7 +4,9 @@ changes, and the images are referenced where they are, not copied.
 
 Steps: find the format (``--format auto``: a ``data.yaml`` means YOLO, XML files VOC, a COCO
 JSON COCO, ``labels/*.txt`` YOLO); read it (:mod:`voc_xml`, :mod:`yolo_txt`, :mod:`coco_json`:
-every image's size from its header, so an image that cannot be decoded is found now); settle the
+every image's size from its header); decode every image once (:mod:`decoding`: one that cannot be
+decoded is a bad record; a truncated one PIL can still read is restored once the import goes
+ahead, under ``out/restored/``); settle the
 bad records (``--on-bad-record error``, the default: one line naming the file and the record, and
 how many more; ``skip``: their images are left out, unless more than ``--max-skipped-fraction`` of
 a split's images or boxes would be, :mod:`detector.data.skip_guard`); carve the missing splits
@@ -21,6 +23,7 @@ from typing import Literal
 
 from detector.data.importers.coco_json import looks_like_coco, read_coco
 from detector.data.importers.config_file import write_config
+from detector.data.importers.decoding import check_images, restore
 from detector.data.importers.source import Source
 from detector.data.importers.splits import SplitPlan, plan_splits
 from detector.data.importers.voc_xml import looks_like_voc, read_voc
@@ -144,6 +147,7 @@ def import_dataset(
     name = name or out.name
     images = Path(os.path.abspath(images)) if images else None
     source = read_source(path, fmt, classes, images, check_files=on_bad_record == "error")
+    truncated = check_images(source)
     settle(source, on_bad_record, max_skipped_fraction)
     if not source.images:
         raise BadRecordError(f"{path}: no usable image found")
@@ -151,6 +155,7 @@ def import_dataset(
     keys = [_key(i.path.absolute(), root) for i in source.images]
     plan = plan_splits(keys, [[b.label for b in i.boxes] for i in source.images], [i.split for i in source.images],
                        val_fraction, test_fraction, seed)
+    restore(source, truncated, out)
     jsons, image_dir = write_jsons(source, plan, out, name)
     train = [i for i, s in zip(source.images, plan.splits) if s == "train"]
     config = write_config(out / "config.yaml", name, {s: p.absolute() for s, p in jsons.items()}, image_dir, train,

@@ -53,7 +53,9 @@ class SourceBox:
 class SourceImage:
     """One image: the absolute ``path`` of its file, its upright size read from the file header,
     its boxes, the split the source puts it in (``train``, ``val``, ``test``; None: no split), and
-    ``where``: the annotation file it came from (for messages)."""
+    ``where``: the annotation file it came from (for messages); ``restored``: the whole copy of a
+    truncated file that the import wrote (:mod:`detector.data.importers.decoding`), which the JSON
+    then names instead of ``path``."""
 
     path: Path
     width: int
@@ -61,6 +63,7 @@ class SourceImage:
     boxes: list[SourceBox]
     split: str | None
     where: str
+    restored: Path | None = None
 
 
 @dataclass(frozen=True)

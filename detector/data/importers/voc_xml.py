@@ -5,7 +5,9 @@ Layouts (folder names matched case-insensitively):
 - a VOCdevkit folder: ``Annotations/*.xml`` + ``JPEGImages/`` (or ``images/``), with optional
   ``ImageSets/Main/{train,val,trainval,test}.txt`` naming the splits (``trainval`` stands for
   train when there is no ``train.txt``, less what ``val.txt`` or ``test.txt`` names; an XML that no
-  split file names is left out, and said so);
+  split file names is left out, and said so; a split file may name an XML that is not in
+  ``Annotations/`` but beside its image or elsewhere under the folder, under the same stem (as in
+  some published datasets): that one is used, and said so);
 - the XMLs and the images in one folder, or in two sibling folders (``annotations/`` + ``images/``);
 - one such folder per split: ``train/``, ``valid/`` or ``val/``, ``test/`` (Roboflow's export).
 
@@ -20,6 +22,7 @@ is used). Boxes: VOC's corners are 1-based inclusive pixels, so ``(xmin, ymin, x
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +49,7 @@ class _Unit:
     """One folder of XMLs and its images; ``split`` from the folder's name, or ``lists`` from
     ``ImageSets/Main`` (split -> (the split list file read, the stems it names)), or neither."""
 
+    folder: Path
     xml_dir: Path
     image_dir: Path
     split: str | None
@@ -97,7 +101,34 @@ def _unit(folder: Path, split: str | None) -> _Unit:
     where = "one folder" if xml_dir == image_dir else f"{xml_dir.name}/ + {image_dir.name}/"
     if lists:
         where += f", splits from {sets.relative_to(folder)} ({', '.join(lists)})"
-    return _Unit(xml_dir, image_dir, split, lists, where)
+    return _Unit(folder, xml_dir, image_dir, split, lists, where)
+
+
+def _misplaced(unit: _Unit, stems: list[str]) -> tuple[dict[str, Path], dict[str, list[Path]]]:
+    """The XMLs of ``stems`` (named by a split file, not in ``unit.xml_dir``) found elsewhere under
+    the unit's folder, matched by stem case-insensitively: ``({stem: the one beside its image, or
+    the only one elsewhere}, {stem: the several found elsewhere, none beside the image})``."""
+    if not stems:
+        return {}, {}
+    beside = {p.stem.lower(): p for p in _files(unit.image_dir, (".xml",))}
+    elsewhere: dict[str, list[Path]] = {}
+    for p in sorted(unit.folder.rglob("*")):
+        if p.suffix.lower() == ".xml" and p.parent not in (unit.xml_dir, unit.image_dir) and p.is_file():
+            elsewhere.setdefault(p.stem.lower(), []).append(p)
+    found, several = {}, {}
+    for stem in stems:
+        there = [beside[stem.lower()]] if stem.lower() in beside else elsewhere.get(stem.lower(), [])
+        if len(there) == 1:
+            found[stem] = there[0]
+        elif there:
+            several[stem] = there
+    return found, several
+
+
+def _where_found(moved: dict[str, Path], unit: _Unit) -> str:
+    """``"JPEGImages/ (2), extra/ (1)"``: the folders the misplaced XMLs were found in, below the unit's."""
+    folders = Counter(p.parent.relative_to(unit.folder).as_posix() for p in moved.values())
+    return ", ".join(f"{'./' if f == '.' else f + '/'} ({n})" for f, n in folders.most_common())
 
 
 def _units(root: Path) -> list[_Unit]:
@@ -128,15 +159,23 @@ def read_voc(root: Path, classes: list[str] | None = None) -> Source:
         split_of = {stem: s for s, (_, stems) in (unit.lists or {}).items() for stem in stems}
         xmls = _files(unit.xml_dir, (".xml",))
         stems = {p.stem for p in xmls}
+        missing = [stem for _, listed in (unit.lists or {}).values() for stem in listed if stem not in stems]
+        moved, several = _misplaced(unit, list(dict.fromkeys(missing)))
         for s, (list_file, listed) in (unit.lists or {}).items():
             for stem in listed:
-                if stem not in stems:
+                if stem in several:
+                    problems.append(Problem(f"{list_file} names {stem!r}: not in {unit.xml_dir}, and several XMLs of that stem "
+                                            f"elsewhere ({', '.join(map(str, several[stem]))}); keep one", "split file names a missing XML", stem, 0, s))
+                elif stem not in stems and stem not in moved:
                     problems.append(Problem(f"{list_file} names {stem!r}, "
                                             f"but {unit.xml_dir / (stem + '.xml')} does not exist", "split file names a missing XML", stem, 0, s))
+        if moved:
+            notes.append(f"{len(moved)} XML(s) that the split files name were not in {unit.xml_dir.name}/: used the one of the same stem "
+                         f"in {_where_found(moved, unit)} (first: {next(iter(moved.values()))})")
         by_name, by_stem = image_index(unit.image_dir)
         used: set[str] = set()
-        for xml in xmls:
-            split = unit.split if unit.lists is None else split_of.get(xml.stem)
+        for xml, stem in [(p, p.stem) for p in xmls] + [(p, stem) for stem, p in moved.items()]:
+            split = unit.split if unit.lists is None else split_of.get(stem)
             if unit.lists is not None and split is None:
                 unlisted += 1
                 continue
@@ -147,15 +186,15 @@ def read_voc(root: Path, classes: list[str] | None = None) -> Source:
                 continue
             wanted = Path(ann.filename).name.lower() if ann.filename else None
             name = by_name.get(wanted) if wanted else None
-            name = name or next(iter(by_stem.get(xml.stem.lower(), [])), None)
+            name = name or next(iter(by_stem.get(stem.lower(), [])), None)
             if name is None:
                 problems.append(Problem(
                     f"{xml}: no image for it in {unit.image_dir} (looked for <filename> {ann.filename!r} and "
-                    f"{xml.stem} with any image extension)", "label file without an image", str(xml), len(ann.objects), split))
+                    f"{stem} with any image extension)", "label file without an image", str(xml), len(ann.objects), split))
                 continue
             used.add(name)
             parsed.append((ann, unit.image_dir / name, split))
-        with_xml = {stem.lower() for stem in stems}
+        with_xml = {stem.lower() for stem in [*stems, *moved]}
         unannotated += sum(n not in used and Path(n).stem.lower() not in with_xml for n in by_name.values())
     found = {obj.name for ann, _, _ in parsed for obj in ann.objects}
     names = list(classes) if classes else list(VOC_CLASSES) if found == set(VOC_CLASSES) else sorted(found)

@@ -5,7 +5,10 @@ The JSONs are what :func:`detector.data.records.load_records` reads: ``images`` 
 ``category_id``, ``ignore`` = difficult, ``iscrowd`` 0, ``area``), ``categories`` (ids 1..C in
 label order). The images stay where they are: ``image_dir`` is the deepest folder that holds all
 of them (absolute), and each ``file_name`` is the image's path below it (``train/a.jpg`` for
-per-split folders), so one ``data.image_dir`` serves every split. Image ids are 1..N over all
+per-split folders), so one ``data.image_dir`` serves every split. A truncated image the import
+restored (``SourceImage.restored``, under ``out/restored/``) is named by the absolute path of its
+copy (an absolute ``file_name`` is read as it is), so ``image_dir`` and every other ``file_name``
+stay what they were; ``split.json`` lists each restored copy beside its original. Image ids are 1..N over all
 splits, in the order of those paths. ``split.json`` records each split's images and how the
 missing splits were carved (seed, fractions), so the split can be checked and rebuilt.
 """
@@ -44,13 +47,14 @@ def write_jsons(source: Source, plan: SplitPlan, out: Path, name: str) -> tuple[
     image_dir = common_folder(source.images)
     relative = [i.path.absolute().relative_to(image_dir).as_posix() for i in source.images]
     order = sorted(range(len(source.images)), key=relative.__getitem__)
+    file_name = [i.restored.absolute().as_posix() if i.restored else r for i, r in zip(source.images, relative)]
     category = {n: k + 1 for k, n in enumerate(source.class_names)}
     categories = [{"id": k, "name": n, "supercategory": "none"} for n, k in category.items()]
     per_split: dict[str, dict[str, list]] = defaultdict(lambda: {"images": [], "annotations": []})
     next_ann = 1
     for image_id, i in enumerate(order, start=1):
         image, split = source.images[i], plan.splits[i]
-        per_split[split]["images"].append({"id": image_id, "file_name": relative[i], "width": image.width, "height": image.height})
+        per_split[split]["images"].append({"id": image_id, "file_name": file_name[i], "width": image.width, "height": image.height})
         for box in image.boxes:
             x0, y0, x1, y1 = box.xyxy
             w, h = x1 - x0, y1 - y0
@@ -70,6 +74,9 @@ def write_jsons(source: Source, plan: SplitPlan, out: Path, name: str) -> tuple[
         "seed": plan.seed, "fractions": plan.fractions, "carved": plan.carved, "carved_from": plan.pool,
         "splits": {s: [i["file_name"] for i in per_split[s]["images"]] for s in written},
     }
+    restored = {relative[i]: file_name[i] for i in order if source.images[i].restored}
+    if restored:
+        record["restored"] = restored
     (out / "split.json").write_text(json.dumps(record, indent=1) + "\n")
     return written, image_dir
 

@@ -149,7 +149,10 @@ class DetectorModule(StagedModule):
         ap_50 = per_class(result)["map_50"]
         for i, name in enumerate(self.class_names):
             logs[f"{split}_ap50/{name}"] = torch.as_tensor(ap_50[i], dtype=torch.float32)
-        self.log_dict(logs, sync_dist=False)  # already reduced over every process by torchmetrics
+        # Already over every process's images (torchmetrics synced them), so equal on every process:
+        # the max over processes is that value exactly (a mean of N copies need not be); logged with
+        # sync_dist, Lightning does not warn about epoch values logged unsynced under DDP.
+        self.log_dict(logs, sync_dist=True, reduce_fx="max")
         self.last_metrics = {split: result}
         if split == "val":  # every process's images, for the curves of the results folder
             with metrics.sync_context():

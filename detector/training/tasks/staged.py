@@ -140,7 +140,8 @@ class StagedModule(L.LightningModule):
         terms = self.loss(batch)
         check_finite_loss(self, terms, batch, batch_idx)
         B = batch["images"].shape[0]
-        self.log_dict({f"train/{k}": v.detach() for k, v in terms.items()}, on_step=True, on_epoch=True, batch_size=B)
+        # sync_dist: under DDP each value is the mean over every process's batch (a no-op on one device)
+        self.log_dict({f"train/{k}": v.detach() for k, v in terms.items()}, on_step=True, on_epoch=True, batch_size=B, sync_dist=True)
         return terms["loss"]
 
     # ---------------------------------------------------------------------------- optimisation

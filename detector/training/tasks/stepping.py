@@ -68,10 +68,12 @@ class TaskModule(StagedModule):
         train = split == "train"
         if train:
             check_finite_loss(self, terms, batch, batch_idx)
-        if n:
+        # sync_dist: means over every process's images. Under DDP every process logs every step (the
+        # reduction is a collective all must join); a batch with nothing to score weighs 0 in the epoch.
+        if n or self.trainer.world_size > 1:
             self.log_dict(
                 {f"{split}/{k}": v.detach() for k, v in terms.items()},
-                on_step=train, on_epoch=True, batch_size=n, sync_dist=not train,
+                on_step=train, on_epoch=True, batch_size=n, sync_dist=True,
             )
         metrics: nn.ModuleDict = getattr(self, f"{split}_metrics")
         for name, (preds, target) in self.metric_inputs(outputs.detach(), batch).items():
