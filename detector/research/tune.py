@@ -23,7 +23,9 @@ Optuna, each trial a normal run folder.
   process is gone.
 - A new study's first trial is the config's own values (when it has every searched key, within
   its distribution), marked ``baseline``: the search starts from a known point, and its result
-  says whether it beat the config at the same recipe length.
+  says whether it beat the config at the same recipe length. Two workers opening a new study at
+  the same moment can both enqueue it (Optuna's enqueue is not atomic): the later copy ends at
+  once as failed, marked ``surplus``, without training.
 - At the end of each worker, the best trial is written as a config (``best.yaml``: the base
   config with the best values set) and Optuna's matplotlib plots of the search beside it
   (``history.png``, ``importances.png``).
@@ -152,8 +154,19 @@ def _fail_orphans(study: optuna.Study) -> list[int]:
     return failed
 
 
+def _first_baseline(study: optuna.Study) -> int | None:
+    """The number of the study's first trial marked ``baseline`` (the config's own values)."""
+    return min((t.number for t in study.get_trials(deepcopy=False) if t.user_attrs.get("baseline")), default=None)
+
+
 def _count(study: optuna.Study, states: Sequence[TrialState]) -> int:
     return len(study.get_trials(deepcopy=False, states=tuple(states)))
+
+
+def _full(study: optuna.Study, trials: int) -> bool:
+    """The study has its ``trials`` finished or running, and no enqueued trial waits: an enqueued
+    baseline counts as taken but still has to be run (or, a copy, ended as surplus)."""
+    return _count(study, TAKEN) >= trials and not _count(study, (TrialState.WAITING,))
 
 
 def tune(
@@ -199,7 +212,7 @@ def tune(
     )
     result = TuneResult(study, folder, shown, monitor)
     baseline = space.params_of(load_yaml(config))
-    if baseline is not None and not study.trials:  # skip_if_exists: a second worker starting at once enqueues no copy
+    if baseline is not None and not study.trials:  # two workers opening a new study at once may both enqueue it: see objective
         study.enqueue_trial(baseline, user_attrs={"baseline": True}, skip_if_exists=True)
     orphans = _fail_orphans(study)
     if orphans:
@@ -212,6 +225,10 @@ def tune(
         if len(ahead) >= trials:
             trial.set_user_attr("surplus", True)
             raise Surplus(f"trial {trial.number} not run: the study already has its {trials} trials (another worker took the last)")
+        first = _first_baseline(study)
+        if trial.user_attrs.get("baseline") and first is not None and first < trial.number:
+            trial.set_user_attr("surplus", True)
+            raise Surplus(f"trial {trial.number} not run: a copy of the baseline, trial {first} (two workers opened the new study at once)")
         trial.set_user_attr("worker", _worker())
         values = space.suggest(trial)
         argv = ["fit", "--config", str(config), "--run.root", str(folder), "--run.name", f"trial_{trial.number}", *space.overrides(values)]
@@ -237,10 +254,10 @@ def tune(
         return best[0]
 
     def stop_when_full(study: optuna.Study, _: FrozenTrial) -> None:
-        if _count(study, TAKEN) >= trials:
+        if _full(study, trials):
             study.stop()
 
-    if _count(study, TAKEN) < trials or _count(study, (TrialState.WAITING,)):  # the enqueued baseline is taken but unrun
+    if not _full(study, trials):
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # this module says what each trial did
         study.optimize(objective, callbacks=[stop_when_full], catch=(Surplus, NonFiniteLossError, NonFiniteWeightsError),
                        gc_after_trial=True)

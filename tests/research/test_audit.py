@@ -6,13 +6,15 @@ made-up held-out predictions that are right (``--rank-only``)."""
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from detector.research.label_issues import read_issues
-from helpers import detector, tiny_config, tiny_shapes
+from helpers import detector, tiny_config
 
 COLUMNS = ["rank", "image_id", "file", "annotation_id", "x1", "y1", "x2", "y2", "class", "issue", "score",
            "swap", "badloc", "predicted", "predicted_score", "iou", "image_score", "image_flagged"]
@@ -33,25 +35,27 @@ def _corrupt(train_json: Path, n: int, seed: int = 0) -> tuple[dict, set[int]]:
 
 
 @pytest.fixture
-def corrupted(tmp_path: Path):
-    root = tiny_shapes(tmp_path / "shapes")
+def corrupted(tmp_path: Path, make_shapes: Callable[..., Path]):
+    """A copy of the tiny shapes data at 8 train images (two folds of 4) with 5 boxes relabelled,
+    and its config (2 epochs)."""
+    root = Path(shutil.copytree(make_shapes(n_train=8, n_val=4), tmp_path / "data"))
     clean, planted = _corrupt(root / "shapes_train.json", 5)
     return tiny_config(tmp_path, root, epochs=2), root, clean, planted
 
 
-@pytest.mark.usefixtures("one_thread")
+@pytest.mark.usefixtures("one_thread", "no_results_folder")
 def test_audit_trains_the_folds_and_ranks_every_box(corrupted, capsys):
     config, root, clean, planted = corrupted
     code, err = detector("data", "audit", str(config), "--folds", "2", "--epochs", "2", "--show", "4")
     out = capsys.readouterr().out
     assert code == 0, err[-3000:]
     for k in (1, 2):  # one line as each fold starts, one with its time as it ends; each fold a normal run folder
-        assert f"fold {k}/2: training on 8 images for 2 epochs, holding out 8" in out
+        assert f"fold {k}/2: training on 4 images for 2 epochs, holding out 4" in out
         assert f"fold {k}/2 done in " in out
         run = config.parent / "runs" / "audit" / "tiny" / f"fold_{k}" / "v1"
         assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "config.yaml").is_file()
         held = json.loads((root / "audit" / "folds" / f"fold_{k}_heldout.json").read_text())
-        assert len(held["images"]) == 8
+        assert len(held["images"]) == 4
     audit = root / "audit"
     rows = read_issues(audit / "label_issues.csv")
     assert list(rows[0]) == COLUMNS

@@ -1,6 +1,7 @@
 """``detector tune``: trials as run folders, the study shared by workers started at once, pruning
 through optuna-integration's Lightning callback, a killed search continued, ``best.yaml``.
-Trials are one epoch of the tiny shapes data."""
+Trials are one epoch of the tiny shapes data, without the results folder each fit writes at its
+end (conftest's ``no_results_folder``: half a trial's time here; tests/training tests it)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -18,8 +20,8 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from detector.cli.train import train
-from detector.research.tune import tune
-from helpers import REPO, tiny_config, tiny_shapes
+from detector.research.tune import open_storage, tune
+from helpers import REPO, tiny_config
 
 LR = "model.init_args.optimizer.lr"
 SPACE = f"""
@@ -27,12 +29,34 @@ SPACE = f"""
 model.init_args.head.dropout: {{type: float, low: 0.0, high: 0.5}}
 """
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# ``detector tune ARGS`` in a worker process, its fits without the results folder (as
+# no_results_folder), and its first trial ending only once the other worker is in a trial too: a
+# worker that starts late on a busy CPU would otherwise find the study's trials all taken.
+WORKER = """
+import os, sys, time
+from pathlib import Path
+from detector.training.dashboard import ResultsFolder
+
+started = Path(os.environ["TUNE_TEST_STARTED"])
+
+def fit_start(self, trainer, pl_module):
+    (started / str(os.getpid())).touch()
+
+def fit_end(self, trainer, pl_module):
+    deadline = time.monotonic() + 300
+    while len(list(started.iterdir())) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+ResultsFolder.on_fit_start, ResultsFolder.on_fit_end = fit_start, fit_end
+from detector.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
 
 
-def _setup(tmp_path: Path, epochs: int = 1) -> tuple[Path, Path]:
-    """A tiny config whose recipe is ``epochs`` epochs of one stage, and a search space."""
-    root = tiny_shapes(tmp_path / "shapes")
-    config = tiny_config(tmp_path, root)
+def _setup(tmp_path: Path, make_shapes: Callable[..., Path], epochs: int = 1) -> tuple[Path, Path]:
+    """A tiny config on the shared shapes data at 8 train and 4 val images whose recipe is
+    ``epochs`` epochs of one stage, and a search space."""
+    config = tiny_config(tmp_path, make_shapes(n_train=8, n_val=4))
     raw = yaml.safe_load(config.read_text())
     raw["model"]["init_args"]["stages"] = [{"epochs": epochs, "freeze": "none"}]
     config.write_text(yaml.safe_dump(raw))
@@ -46,9 +70,11 @@ def _fit(argv, callbacks):
 
 
 def _worker(config: Path, space: Path, trials: int, *storage: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    started = config.parent / "workers_started"
+    started.mkdir(exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "TUNE_TEST_STARTED": str(started)}
     return subprocess.Popen(
-        [sys.executable, "-m", "detector", "tune", str(config), "--space", str(space), "--trials", str(trials), *storage],
+        [sys.executable, "-c", WORKER, "tune", str(config), "--space", str(space), "--trials", str(trials), *storage],
         cwd=config.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
 
@@ -56,8 +82,8 @@ def _worker(config: Path, space: Path, trials: int, *storage: str) -> subprocess
 # sqlite: the default storage, whose tables the two workers race to create; the journal file (a
 # shared file system's storage): the same sharing, slow on this 2-core CPU with the other tests
 @pytest.mark.parametrize("kind", ["sqlite", pytest.param("journal", marks=pytest.mark.slow)])
-def test_two_workers_share_one_study_and_never_run_a_trial_twice(tmp_path: Path, kind: str):
-    config, space = _setup(tmp_path)
+def test_two_workers_share_one_study_and_never_run_a_trial_twice(tmp_path: Path, make_shapes: Callable[..., Path], kind: str):
+    config, space = _setup(tmp_path, make_shapes)
     folder = tmp_path / "runs" / "tune" / "tiny"
     journal = tmp_path / "shared" / "study.log"
     storage = ["--storage", str(journal)] if kind == "journal" else []  # sqlite: the default, runs/tune/NAME/study.db
@@ -74,7 +100,7 @@ def test_two_workers_share_one_study_and_never_run_a_trial_twice(tmp_path: Path,
         assert t.state in FINISHED or (t.state == TrialState.FAIL and t.user_attrs.get("surplus")), t
     assert len({t.user_attrs["worker"] for t in finished}) == 2, outputs
     assert len({t.params[LR] for t in finished}) == 3
-    (baseline,) = [t for t in study.trials if t.user_attrs.get("baseline")]  # one, though both workers opened a new study
+    (baseline,) = [t for t in finished if t.user_attrs.get("baseline")]  # run once, though both workers opened a new study
     assert baseline.number == 0 and baseline.params[LR] == pytest.approx(0.01) and baseline.state in FINISHED
     folders = sorted(p.name for p in folder.iterdir() if p.name.startswith("trial_"))
     assert folders == sorted(f"trial_{t.number}" for t in finished)
@@ -90,11 +116,33 @@ def test_two_workers_share_one_study_and_never_run_a_trial_twice(tmp_path: Path,
     assert (folder / "history.png").stat().st_size > 1000
 
 
-@pytest.mark.usefixtures("one_thread")
-def test_a_pruned_trial_stops_after_the_epoch_it_was_pruned_at_and_keeps_its_logs(tmp_path: Path):
+def test_a_baseline_enqueued_twice_by_workers_opening_the_study_at_once_runs_once(tmp_path: Path, make_shapes: Callable[..., Path]):
+    """Optuna's enqueue is not atomic: two workers opening a new study at the same moment can both
+    enqueue the config's own values. The copy ends at once, untrained, as a surplus trial, and the
+    study still gets its trials (the fits here stop as pruned at once: no training)."""
+    config, space = _setup(tmp_path, make_shapes)
+    backend, _ = open_storage(None, tmp_path / "runs" / "tune" / "tiny")
+    raced = optuna.create_study(study_name="tiny", storage=backend, direction="maximize")
+    for _ in range(2):
+        raced.enqueue_trial({LR: 0.01, "model.init_args.head.dropout": 0.3}, user_attrs={"baseline": True})
+    fitted: list[str] = []
+
+    def fit(argv, callbacks):
+        fitted.append(argv[argv.index("--run.name") + 1])
+        raise optuna.TrialPruned("stopped before training")
+
+    result = tune(config, space, 2, fit, echo=lambda _: None)
+    assert fitted == ["trial_0", "trial_2"] and result.ran == [0, 2]
+    states = {t.number: t.state for t in result.study.trials}
+    assert states == {0: TrialState.PRUNED, 1: TrialState.FAIL, 2: TrialState.PRUNED}
+    assert result.study.trials[1].user_attrs["surplus"] and result.study.trials[0].params[LR] == pytest.approx(0.01)
+
+
+@pytest.mark.usefixtures("one_thread", "no_results_folder")
+def test_a_pruned_trial_stops_after_the_epoch_it_was_pruned_at_and_keeps_its_logs(tmp_path: Path, make_shapes: Callable[..., Path]):
     """optuna-integration's PyTorchLightningPruningCallback with Lightning 2.6, through detector
     train: a pruner that prunes every value stops a 2-epoch trial after its first validation."""
-    config, space = _setup(tmp_path, epochs=2)
+    config, space = _setup(tmp_path, make_shapes, epochs=2)
     lines: list[str] = []
     result = tune(config, space, 1, _fit, storage=str(tmp_path / "study.log"),
                   pruner=optuna.pruners.ThresholdPruner(lower=2.0), echo=lines.append)
@@ -107,9 +155,9 @@ def test_a_pruned_trial_stops_after_the_epoch_it_was_pruned_at_and_keeps_its_log
     assert result.best is None and not (result.folder / "best.yaml").exists()
 
 
-@pytest.mark.usefixtures("one_thread")
-def test_a_killed_search_started_again_continues_its_study(tmp_path: Path):
-    config, space = _setup(tmp_path)
+@pytest.mark.usefixtures("one_thread", "no_results_folder")
+def test_a_killed_search_started_again_continues_its_study(tmp_path: Path, make_shapes: Callable[..., Path]):
+    config, space = _setup(tmp_path, make_shapes)
     first = tune(config, space, 1, _fit, echo=lambda _: None)
     assert first.ran == [0] and (first.folder / "study.db").is_file()
     # a worker killed in the middle of trial 1: the trial stays running, its process is gone
