@@ -35,7 +35,7 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--trials", type=int, required=True, help="the study's total number of trials, over every worker")
     parser.add_argument("--epochs", type=int, default=None, help="each trial's recipe length (default: the config's)")
     parser.add_argument("--storage", default=None, help="a database URL or a journal file path (default: runs/tune/NAME/study.db)")
-    parser.add_argument("--study", default=None, help="the study's name (default: the config's run name)")
+    parser.add_argument("--study", default=None, help="the study's name and folder, runs/tune/STUDY (default: the config's run name)")
     parser.add_argument("--seed", type=int, default=None, help="the sampler's seed (one worker: a repeatable search)")
     args = parser.parse_args(argv)
     import optuna

@@ -8,9 +8,10 @@ Optuna, each trial a normal run folder.
   which imports ``lightning.pytorch`` and works with Lightning 2.6 as it is.
 - The objective: the best value of what the config's ``best.ckpt`` monitors (``val/map_50``,
   ``val/fitness``), read from the trial's CSV log, maximised or minimised as its ``mode`` says.
-- A trial is ``RUNS/tune/NAME/trial_K/vN``: ``detector train fit`` with the trial's values as
-  command-line overrides (:mod:`detector.research.search_space`), ``--epochs`` if given.
-- The storage: a SQLite file ``RUNS/tune/NAME/study.db`` by default, so that a killed search
+- A trial is ``RUNS/tune/STUDY/trial_K/vN``: ``detector train fit`` with the trial's values as
+  command-line overrides (:mod:`detector.research.search_space`), ``--epochs`` if given. The
+  study's name (``--study``) is the config's run name unless given.
+- The storage: a SQLite file ``RUNS/tune/STUDY/study.db`` by default, so that a killed search
   started again continues the same study; ``--storage URL`` (PostgreSQL, MySQL) or a file path
   (Optuna's journal file, for a shared file system) lets workers on several machines, each started
   with the same command, share one study.
@@ -90,10 +91,12 @@ class TuneResult:
     plots: list[Path] = field(default_factory=list)
 
 
-def tune_folder(config: str | Path) -> Path:
-    """``RUNS/tune/NAME`` for a config (its ``run:`` section, else ``runs`` and the file's name)."""
+def tune_folder(config: str | Path, study_name: str | None = None) -> Path:
+    """``RUNS/tune/STUDY`` for a config's study: ``RUNS`` and the default study name from its
+    ``run:`` section (else ``runs`` and the file's name). Each study its own folder: two studies of
+    one config never share trial folders nor ``best.yaml``."""
     name, root = run_section(Path(config))
-    return root / "tune" / name
+    return root / "tune" / (study_name or name)
 
 
 def open_storage(storage: str | None, folder: Path) -> tuple[optuna.storages.BaseStorage, str]:
@@ -134,7 +137,9 @@ def _worker() -> str:
 def _fail_orphans(study: optuna.Study) -> list[int]:
     """Fail the running trials whose worker ran on this machine and is gone (a killed search);
     a database's heartbeat fails those of other machines too."""
-    fail_stale_trials(study)  # a no-op without a heartbeat (the journal file has none)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # the heartbeat's, as in _database
+        fail_stale_trials(study)  # a no-op without a heartbeat (the journal file has none)
     host, failed = socket.gethostname(), []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = str(trial.user_attrs.get("worker", ""))
@@ -190,7 +195,7 @@ def tune(
             folder; a trial it stops with ``optuna.TrialPruned`` keeps its folder.
         storage: see :func:`open_storage`.
         epochs: each trial's recipe length (default: the config's).
-        study_name: default: the config's run name.
+        study_name: default: the config's run name; the study's folder is ``RUNS/tune/STUDY``.
         seed: the TPE sampler's (one worker: a repeatable search; give each worker its own).
         pruner: instead of the median pruner.
     """
@@ -200,8 +205,9 @@ def tune(
     space = space if isinstance(space, SearchSpace) else read_space(space)
     monitor, mode = monitored(config)
     name, _ = run_section(config)
-    folder = tune_folder(config)
+    folder = tune_folder(config, study_name)
     backend, shown = open_storage(storage, folder)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # this module says what the study and each trial did
     study = optuna.create_study(
         study_name=study_name or name,
         storage=backend,
@@ -258,7 +264,6 @@ def tune(
             study.stop()
 
     if not _full(study, trials):
-        optuna.logging.set_verbosity(optuna.logging.WARNING)  # this module says what each trial did
         study.optimize(objective, callbacks=[stop_when_full], catch=(Surplus, NonFiniteLossError, NonFiniteWeightsError),
                        gc_after_trial=True)
     _write_outputs(config, space, result, echo)
@@ -281,8 +286,7 @@ def _write_outputs(config: Path, space: SearchSpace, result: TuneResult, echo: C
     raw = load_yaml(config)
     for key, value in space.values(best.params).items():
         set_key(raw, key, value)
-    name, _ = run_section(config)
-    set_key(raw, "run.name", f"{name}_tuned")
+    set_key(raw, "run.name", f"{result.folder.name}_tuned")
     header = (f"# detector tune: the best of {len(study.trials)} trials of study {study.study_name} (trial {best.number}, "
               f"{result.monitor} {best.value:.4f}; {best.user_attrs.get('run', '')}):\n"
               f"# {config} with {describe(space.values(best.params))}. Its recipe is the config's, whatever --epochs the trials had.\n")

@@ -12,6 +12,7 @@ import yaml
 from detector.errors import ConfigError, MissingFileError
 from detector.research.config_file import monitored, run_section, set_key
 from detector.research.search_space import describe, override, read_space
+from detector.research.tune import tune_folder
 from helpers import REPO
 
 
@@ -101,6 +102,8 @@ def test_the_config_keys_research_reads_and_writes(tmp_path: Path):
         set_key(raw, "model.init_args.head.dropout.low", 1)
     config.write_text("trainer: {}\nrun: {name: other, root: elsewhere}\n")
     assert run_section(config) == ("other", Path("elsewhere"))
+    assert tune_folder(config) == Path("elsewhere/tune/other")  # each study its own folder: --study moves it
+    assert tune_folder(config, "wide") == Path("elsewhere/tune/wide")
     with pytest.raises(ConfigError, match="no ModelCheckpoint"):
         monitored(config)
 
