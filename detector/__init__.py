@@ -1,7 +1,7 @@
 """detector: the single-shot detector of fast.ai 2018 Part 2, Lessons 8-9, with PyTorch Lightning.
 
 The package is a house of rooms by stage of the data flow (docs/design.md, "Layout"), each
-importing only the rooms below it: ``cli`` > ``inspection`` > ``deploy`` > ``training`` >
+importing only the rooms below it: ``cli`` > ``research``, ``inspection`` > ``deploy`` > ``training`` >
 ``evaluation`` > ``autoanchor``, ``pictures`` > ``model``, ``data`` > ``core`` (the lesson's box
 maths, anchors, coder, matching, loss and NMS); ``errors`` and ``defaults`` serve every room.
 The command line is ``detector`` (:mod:`detector.cli`).

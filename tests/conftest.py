@@ -90,6 +90,16 @@ def one_thread():
     torch.set_num_threads(n)
 
 
+@pytest.fixture
+def no_results_folder(monkeypatch: pytest.MonkeyPatch):
+    """Fits in this test write no results folder at their end (ResultsFolder.on_fit_end: about 10 s
+    of matplotlib a fit on 2 cores), for tests of commands that train several runs and read none of
+    their results folders (tests/training tests the folder)."""
+    from detector.training.dashboard import ResultsFolder
+
+    monkeypatch.setattr(ResultsFolder, "on_fit_end", lambda self, trainer, pl_module: None)
+
+
 @pytest.fixture(scope="session")
 def uninterrupted(shapes: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The reference: 2 epochs of ``train.py fit`` on the tiny config, never interrupted (the run

@@ -24,8 +24,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("detector.cli.inspect", "draw a config's anchors, matches or batches, or a checkpoint's predictions"),
     "export": ("detector.cli.export", "export a checkpoint to ONNX"),
     "compare": ("detector.cli.compare", "did an idea help? configs trained with several seeds, compared with paired bootstrap intervals"),
+    "tune": ("detector.cli.tune", "search a config's settings with Optuna (one run per trial; several workers share a study)"),
     "runs": ("detector.cli.runs", "list the run folders: progress, best value, checkpoints, results"),
-    "data": ("detector.cli.data", "import a labelled folder (VOC, YOLO, COCO); shapes, VOC 2007; a data report, anchors from the data"),
+    "data": ("detector.cli.data", "import a labelled folder (VOC, YOLO, COCO); shapes, VOC 2007; a data report, anchors; an audit of the labels"),
 }
 
 USAGE = "usage: detector COMMAND [ARGS]   (detector COMMAND --help for a command's options)\n\ncommands:\n" + "\n".join(

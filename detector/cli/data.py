@@ -24,7 +24,10 @@ DESCRIPTION = """Get data into the layout training reads: one COCO-format JSON p
 
 A look at a config's training data before training it:
   detector data report CONFIG [--out DIR]     PNGs: classes, box shapes, objects per image, examples, anchor coverage
-  detector data anchors CONFIG                the image size and anchors that anchors: auto chooses, against the config's"""
+  detector data anchors CONFIG                the image size and anchors that anchors: auto chooses, against the config's
+
+Likely label errors, from k models that each predict the images they did not train on:
+  detector data audit CONFIG [--folds 5] [--epochs N]   label_issues.csv and .png in audit/ beside the train JSON"""
 
 
 def main(argv: Sequence[str]) -> int:
@@ -66,9 +69,23 @@ def main(argv: Sequence[str]) -> int:
     anchors.add_argument("config", type=Path, help="a training config (YAML)")
     anchors.add_argument("--target", type=float, default=0.99, help="share of the boxes an anchor must cover")
     anchors.add_argument("--image-size", type=int, default=None, help="keep this input size (default: chosen too)")
+    audit = commands.add_parser("audit", help="likely label errors: k folds, held-out predictions, ranked by cleanlab")
+    audit.add_argument("config", type=Path, help="a training config (YAML); its train split is audited")
+    audit.add_argument("--folds", type=int, default=5, help="k: each fold trains on the others and predicts its own images")
+    audit.add_argument("--epochs", type=int, default=None, help="each fold's recipe length (default: the config's, at most 10)")
+    audit.add_argument("--seed", type=int, default=0, help="seed of the fold assignment")
+    audit.add_argument("--show", type=int, default=16, help="images in label_issues.png")
+    audit.add_argument("--high-score", type=float, default=None,
+                       help="a prediction above this can flag a swap or a missing box (default: the fold models' scale; cleanlab's: 0.95)")
+    audit.add_argument("--low-score", type=float, default=None,
+                       help="predictions above this can flag a misplaced box (default: the fold models' scale; cleanlab's: 0.5)")
+    audit.add_argument("--device", default="auto", help="where the fold models predict (auto, cpu, cuda)")
+    audit.add_argument("--rank-only", action="store_true", help="rank the held-out predictions a previous audit saved, no training")
     args = parser.parse_args(argv)
     if args.command in ("report", "anchors"):
         return _look(args)
+    if args.command == "audit":
+        return _audit(args)
     if args.command == "shapes":
         from detector.data.shapes import ensure_shapes, summary
 
@@ -109,4 +126,32 @@ def _look(args: argparse.Namespace) -> int:
 
     for path in write_report(config, str(args.config), args.out or default_folder(config), args.examples):
         print(f"wrote {path}")
+    return 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    """``audit``: train the folds in this process (``detector train fit``), rank, print the worst."""
+    from detector.cli.train import train
+    from detector.research.audit import audit
+    from detector.research.label_issues import CLEANLAB_HIGH_SCORE, CLEANLAB_LOW_SCORE, worst_of_kind
+
+    given = None
+    if args.high_score is not None or args.low_score is not None:
+        given = (CLEANLAB_LOW_SCORE if args.low_score is None else args.low_score, CLEANLAB_HIGH_SCORE if args.high_score is None else args.high_score)
+    done = audit(args.config, lambda argv: train(argv).run, args.folds, args.epochs, args.seed, args.show, given, args.device,
+                 args.rank_only, echo=lambda line: print(line, flush=True))
+    boxes = sum(i.annotation_id is not None for i in done.issues)
+    images = {i.image_id for i in done.issues}
+    flagged = {i.image_id for i in done.issues if i.image_flagged}
+    low, high = done.thresholds
+    print(f"scored {boxes} labelled boxes and {len(done.issues) - boxes} confident unlabelled predictions in {len(images)} images "
+          f"(confident: score above {high:.3f}; misplaced: against predictions above {low:.3f}); cleanlab flags {len(flagged)} images")
+    for kind, what in (("swap", "wrong class"), ("badloc", "misplaced box"), ("overlooked", "missing box")):
+        rows = worst_of_kind(done.issues, kind)
+        print(f"{kind} ({what}): " + (f"the worst of {len(rows)} below 1 (rank in the CSV, {kind} score: lower is more likely wrong)" if rows else "none"))
+        for rank, issue, score in rows[:5]:
+            box = f"annotation {issue.annotation_id}" if issue.annotation_id is not None else "no annotation"
+            seen = f", model: {issue.predicted} {issue.predicted_score:.2f}" if issue.predicted else ""
+            print(f"  #{rank:<5} {score:.3f}  {issue.file}  {box}, {issue.cls}{seen}")
+    print(f"wrote {done.csv}, {done.picture}, {done.predictions}")
     return 0

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 from jsonargparse import ArgumentError, DefaultHelpFormatter
-from lightning.pytorch import Trainer
+from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info
 
@@ -41,7 +41,7 @@ from detector.training.plan import choose_strategy, place_run, size_recipe, summ
 from detector.training.runs import INHERITED, RunConfig, RunFolder
 from detector.training.tasks.staged import StagedModule
 
-__all__ = ["DetectorCLI", "DetectorTrainer", "main"]
+__all__ = ["DetectorCLI", "DetectorTrainer", "main", "train"]
 
 DESCRIPTION = """Train, validate or test with a config, or find a learning rate.
 
@@ -209,6 +209,19 @@ def main(argv: Sequence[str]) -> int:
     (``detector train ...``, ``python train.py ...``), so LightningCLI gets ``argv`` explicitly."""
     if argv and argv[0] == "predict":
         raise ConfigError("predicting is detector predict --checkpoint CKPT --images PATH --out DIR (pictures and detections.json)")
+    done = train(argv)
+    if done.run is not None and done.trainer.is_global_zero and done.subcommand != "lr_find":
+        split = "test" if done.datamodule.jsons.get("test") else "val"
+        print(summary(done.run, done.trainer, done.subcommand, split))
+    return 0
+
+
+def train(argv: Sequence[str], callbacks: Sequence[Callback] = (), keep: tuple[type[BaseException], ...] = ()) -> DetectorCLI:
+    """``detector train ARGV`` in this process, with ``callbacks`` added to the config's (what
+    ``detector tune`` and ``detector data audit`` train with); returns the CLI (its ``run``,
+    ``trainer``, ``model``). A configuration mistake is a :class:`ConfigError`; a run that stops
+    with an exception before it wrote a checkpoint leaves no folder behind, unless the exception is
+    one of ``keep`` (a pruned trial keeps its logs)."""
     argv = [_alias(a) for a in argv]
     DetectorCLI.run = None
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoAdvert())  # where rank_zero_info writes
@@ -218,20 +231,16 @@ def main(argv: Sequence[str]) -> int:
             # Lightning 2.6's own pytree helper builds torch's deprecated LeafSpec: not ours to fix, nor to show.
             warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
             try:
-                done = cli(argv)
+                return cli(argv, trainer_defaults={"callbacks": list(callbacks)} if callbacks else None)
             except ArgumentError as e:
                 raise ConfigError(_readable(e)) from None
-    except BaseException:
+    except BaseException as e:
         run = DetectorCLI.run
-        if run is not None and DetectorCLI.run_is_new and not any(run.checkpoints.glob("*.ckpt")):
+        if run is not None and DetectorCLI.run_is_new and not isinstance(e, keep) and not any(run.checkpoints.glob("*.ckpt")):
             shutil.rmtree(run.path, ignore_errors=True)
         raise
     finally:
         os.environ.pop(INHERITED, None)
-    if done.run is not None and done.trainer.is_global_zero and done.subcommand != "lr_find":
-        split = "test" if done.datamodule.jsons.get("test") else "val"
-        print(summary(done.run, done.trainer, done.subcommand, split))
-    return 0
 
 
 def _alias(arg: str) -> str:
