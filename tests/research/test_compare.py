@@ -37,6 +37,9 @@ def compared(tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = {"tmp": tmp, "a": a, "b": b}
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("OMP_NUM_THREADS", "1")
+        from detector.training.dashboard import ResultsFolder  # no results folder at each fit's end (conftest's no_results_folder)
+
+        mp.setattr(ResultsFolder, "on_fit_end", lambda self, trainer, pl_module: None)
         for call in ("first", "second"):
             code, err = detector(*argv)
             assert code == 0, err[-3000:]
