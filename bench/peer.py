@@ -44,7 +44,7 @@ Both peers, each setting a flag with the fair default:
 * BatchNorm: the body's BatchNorm trains wherever its group trains, and freezes (eval mode, no
   gradient) where the recipe freezes the group, exactly as ours (our configs' ``train_bn: false``):
   the config's stages say, epoch by epoch, which of the body's two layer groups are frozen
-  (``detector.recipe.apply_freeze`` on the body's ``layer_groups``). The imported configs freeze
+  (``detector.training.recipe.apply_freeze`` on the body's ``layer_groups``). The imported configs freeze
   the whole body for the first stage and the body up to stride 8 (group 0) after it, so the peers
   train what ours trains. ``--frozen-bn``: every body BatchNorm frozen as torchvision's detection
   bodies (``FrozenBatchNorm2d``: running statistics and affine fixed) - the old peer.
