@@ -51,3 +51,19 @@ def tiny_coco(root: Path) -> dict[str, Any]:
 def write_json(path: Path, data: Any) -> Path:
     path.write_text(json.dumps(data))
     return path
+
+
+def two_class_json(root: Path, boxes: dict[int, list[list[float]]]) -> Path:
+    """``root/d.json``: 100 x 100 JPEGs ``root/<id>.jpg``, image ``id``'s boxes ``[x1, y1, x2, y2]`` in
+    pixels, the j-th box of an image in class j + 1 (categories ``first``, ``second``)."""
+    data = {
+        "images": [{"id": i, "file_name": f"{i}.jpg", "width": 100, "height": 100} for i in boxes],
+        "annotations": [
+            {"id": 10 * i + j, "image_id": i, "bbox": [x1, y1, x2 - x1, y2 - y1], "category_id": 1 + j}
+            for i, bs in boxes.items() for j, (x1, y1, x2, y2) in enumerate(bs)
+        ],
+        "categories": [{"id": 1, "name": "first"}, {"id": 2, "name": "second"}],
+    }
+    for i in boxes:
+        write_jpeg(root / f"{i}.jpg", 100, 100)
+    return write_json(root / "d.json", data)

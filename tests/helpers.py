@@ -18,6 +18,7 @@ from typing import Any
 
 import lightning as L
 import torch
+import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from detector.data.datamodule import DetectionDataModule
@@ -189,3 +190,20 @@ def assert_last_good(last: Path, epoch: int) -> None:
     assert checkpoint["epoch"] == epoch
     assert all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values() if v.is_floating_point())
     DetectorModule.load_from_checkpoint(last, map_location="cpu")  # and it loads as a model
+
+
+def small_debug_config(root: Path, n_val: int) -> Path:
+    """``root/debug.yaml``: configs/debug.yaml with its (generated) data in ``root/shapes``, fewer and
+    smaller images (6 train, ``n_val`` val, 64 px) and batch 4."""
+    cfg = yaml.safe_load((REPO / "configs" / "debug.yaml").read_text())
+    data = root / "shapes"
+    cfg["data"].update(
+        train_json=str(data / "shapes_train.json"),
+        val_json=str(data / "shapes_val.json"),
+        image_dir=str(data / "JPEGImages"),
+        generate={"n_train": 6, "n_val": n_val, "image_size": 64},
+        batch_size=4,
+    )
+    path = root / "debug.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from coco_files import write_jpeg, write_json
+from coco_files import two_class_json
 from detector.autoanchor.coverage import format_statistics, match_statistics
 from detector.core.anchors import make_anchors
 from detector.data.records import load_records
@@ -17,17 +17,7 @@ def test_match_statistics_with_atss_counts_the_objects_it_forces(tmp_path):
     left half has three anchors at IoU 0.5, but the image's centre lies on its edge."""
     anchors = make_anchors([2, 1], [1.0], [(1.0, 1.0)])
     boxes = {1: [[50, 50, 100, 100]], 2: [[5, 5, 20, 20], [50, 0, 100, 50]], 3: [[0, 0, 50, 100]]}
-    data = {
-        "images": [{"id": i, "file_name": f"{i}.jpg", "width": 100, "height": 100} for i in boxes],
-        "annotations": [
-            {"id": 10 * i + j, "image_id": i, "bbox": [x1, y1, x2 - x1, y2 - y1], "category_id": 1 + j}
-            for i, bs in boxes.items() for j, (x1, y1, x2, y2) in enumerate(bs)
-        ],
-        "categories": [{"id": 1, "name": "first"}, {"id": 2, "name": "second"}],
-    }
-    for i in boxes:
-        write_jpeg(tmp_path / f"{i}.jpg", 100, 100)
-    split = load_records(write_json(tmp_path / "d.json", data), tmp_path)
+    split = load_records(two_class_json(tmp_path, boxes), tmp_path)
     stats = match_statistics(split, anchors, iou_threshold=0.4, matching="atss", atss_topk=2)
     assert stats["objects"] == 4 and stats["unmatched"] == 0
     assert stats["forced_only"] == 1  # the small object

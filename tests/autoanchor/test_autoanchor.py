@@ -12,7 +12,7 @@ import torch
 import yaml
 from torchvision.ops import box_iou
 
-from coco_files import write_jpeg, write_json
+from coco_files import two_class_json, write_jpeg, write_json
 from detector.autoanchor.coverage import match_statistics
 from detector.autoanchor.fit import best_anchor_iou, choose_anchors, choose_image_size, nearest_cell_iou
 from detector.core.anchors import LESSON_RATIOS, LESSON_ZOOMS, AnchorConfig, make_anchors
@@ -144,17 +144,7 @@ def test_match_statistics_counts_forced_only_and_unmatched_objects(tmp_path):
     and the earlier one is left with none."""
     anchors = make_anchors([1], [1.0], [(1.0, 1.0)])
     boxes = {1: [[0, 0, 100, 100]], 2: [[10, 10, 20, 20]], 3: [[10, 10, 20, 20], [60, 60, 80, 80]]}
-    data = {
-        "images": [{"id": i, "file_name": f"{i}.jpg", "width": 100, "height": 100} for i in boxes],
-        "annotations": [
-            {"id": 10 * i + j, "image_id": i, "bbox": [x1, y1, x2 - x1, y2 - y1], "category_id": 1 + j}
-            for i, bs in boxes.items() for j, (x1, y1, x2, y2) in enumerate(bs)
-        ],
-        "categories": [{"id": 1, "name": "first"}, {"id": 2, "name": "second"}],
-    }
-    for i in boxes:
-        write_jpeg(tmp_path / f"{i}.jpg", 100, 100)
-    split = load_records(write_json(tmp_path / "d.json", data), tmp_path)
+    split = load_records(two_class_json(tmp_path, boxes), tmp_path)
     stats = match_statistics(split, anchors, iou_threshold=0.4)
     assert stats["objects"] == 4
     assert stats["forced_only"] == 2  # image 2's object, image 3's second object

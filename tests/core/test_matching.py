@@ -16,6 +16,20 @@ def grid4():
     return make_anchors(grids=(4,), zooms=(1.0,), ratios=((1.0, 1.0),))
 
 
+
+def assert_image_matches(got, b, pos, gt_idx, gt_overlap, real_boxes, real_labels) -> None:
+    """Image ``b`` of a batched match equals the per-image loop's ``(pos, gt_idx, gt_overlap)``:
+    positives, overlaps, matched indices (padding is at the end: the same indices), targets."""
+    assert torch.equal(got.positive[b], pos)
+    torch.testing.assert_close(got.overlap[b], gt_overlap, rtol=0, atol=0)
+    assert torch.equal(got.matched_idx[b][pos], gt_idx[pos])
+    want_labels = torch.full_like(got.target_labels[b], -1)
+    want_labels[pos] = real_labels[gt_idx[pos]]
+    assert torch.equal(got.target_labels[b], want_labels)
+    want_boxes = torch.zeros_like(got.target_boxes[b])
+    want_boxes[pos] = real_boxes[gt_idx[pos]]
+    assert torch.equal(got.target_boxes[b], want_boxes)
+
 def test_batched_box_iou_equals_torchvision():
     gen = torch.Generator().manual_seed(1)
     boxes, _ = random_targets([5, 3, 0, 7], 20, gen)
@@ -38,15 +52,7 @@ def test_batched_matching_equals_the_lesson_loop(seed, grids):
     for b in range(len(counts)):
         real_boxes, real_labels = get_y(boxes[b], labels[b])
         pos, gt_idx, gt_overlap = match_one(anchors, real_boxes, real_labels)
-        assert torch.equal(got.positive[b], pos)
-        torch.testing.assert_close(got.overlap[b], gt_overlap, rtol=0, atol=0)
-        assert torch.equal(got.matched_idx[b][pos], gt_idx[pos])  # padding is at the end: same indices
-        want_labels = torch.full_like(got.target_labels[b], -1)
-        want_labels[pos] = real_labels[gt_idx[pos]]
-        assert torch.equal(got.target_labels[b], want_labels)
-        want_boxes = torch.zeros_like(got.target_boxes[b])
-        want_boxes[pos] = real_boxes[gt_idx[pos]]
-        assert torch.equal(got.target_boxes[b], want_boxes)
+        assert_image_matches(got, b, pos, gt_idx, gt_overlap, real_boxes, real_labels)
     assert not got.positive[0].any()
     assert got.positive[1:][torch.tensor(counts[1:]) > 0].any(dim=1).all()  # every image with objects has positives
 
@@ -173,15 +179,7 @@ def test_batched_atss_equals_the_plain_loop(seed, anchors, topk):
     for b in range(len(counts)):
         real_boxes, real_labels = get_y(boxes[b], labels[b])
         pos, gt_idx, gt_overlap = atss_match_one(anchors, real_boxes, real_labels, topk)
-        assert torch.equal(got.positive[b], pos)
-        torch.testing.assert_close(got.overlap[b], gt_overlap, rtol=0, atol=0)
-        assert torch.equal(got.matched_idx[b][pos], gt_idx[pos])
-        want_labels = torch.full_like(got.target_labels[b], -1)
-        want_labels[pos] = real_labels[gt_idx[pos]]
-        assert torch.equal(got.target_labels[b], want_labels)
-        want_boxes = torch.zeros_like(got.target_boxes[b])
-        want_boxes[pos] = real_boxes[gt_idx[pos]]
-        assert torch.equal(got.target_boxes[b], want_boxes)
+        assert_image_matches(got, b, pos, gt_idx, gt_overlap, real_boxes, real_labels)
         forced += int((gt_overlap[pos] == FORCED_OVERLAP).sum())
     assert not got.positive[0].any()
     assert got.positive.sum() > forced  # most positives are ATSS's own, not the fallback

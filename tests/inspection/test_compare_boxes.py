@@ -8,32 +8,19 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-import yaml
 from PIL import Image
 
 from detector.cli.inspect import main
 from detector.data.shapes import CLASS_NAMES
 from detector.pictures import box_comparison_figure
 from detector.training.tasks.detection import AnchorConfig, DetectorModule, HeadConfig, LossConfig
-from helpers import REPO, detector
+from helpers import detector, small_debug_config
 
 
 @pytest.fixture(scope="module")
 def config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """configs/debug.yaml with its (generated) data in a temporary folder, fewer and smaller images."""
-    root = tmp_path_factory.mktemp("compare")
-    cfg = yaml.safe_load((REPO / "configs" / "debug.yaml").read_text())
-    data = root / "shapes"
-    cfg["data"].update(
-        train_json=str(data / "shapes_train.json"),
-        val_json=str(data / "shapes_val.json"),
-        image_dir=str(data / "JPEGImages"),
-        generate={"n_train": 6, "n_val": 3, "image_size": 64},
-        batch_size=4,
-    )
-    path = root / "debug.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return small_debug_config(tmp_path_factory.mktemp("compare"), n_val=3)
 
 
 def _tiny_checkpoint(path: Path, image_size: int, loss: LossConfig, seed: int) -> Path:

@@ -16,25 +16,13 @@ from detector.data.shapes import CLASS_NAMES
 from detector.defaults import IMAGENET_MEAN
 from detector.inspection.views import load_config
 from detector.training.tasks.detection import AnchorConfig, DetectorModule, HeadConfig
-from helpers import REPO, detector
+from helpers import detector, small_debug_config
 
 
 @pytest.fixture(scope="module")
 def config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """configs/debug.yaml with its data written into a temporary folder, and fewer, smaller images."""
-    root = tmp_path_factory.mktemp("inspect")
-    cfg = yaml.safe_load((REPO / "configs" / "debug.yaml").read_text())
-    data = root / "shapes"
-    cfg["data"].update(
-        train_json=str(data / "shapes_train.json"),
-        val_json=str(data / "shapes_val.json"),
-        image_dir=str(data / "JPEGImages"),
-        generate={"n_train": 6, "n_val": 2, "image_size": 64},
-        batch_size=4,
-    )
-    path = root / "debug.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return small_debug_config(tmp_path_factory.mktemp("inspect"), n_val=2)
 
 
 def test_load_config_links_the_model_to_the_data(config):
