@@ -61,7 +61,7 @@ def errors_figure(analysis: ErrorAnalysis) -> Figure:
     for x, v in zip([*x_main, *x_special], [*main, *special]):
         ax.text(x, max(v, 0) + top * 0.015, f"{v:.3f}", ha="center", va="bottom", fontsize=10)
     ax.axvline(len(main) - 0.5 + 0.3, color="grey", lw=0.8, ls=":")
-    counts = [f"{k}\n{analysis.errors[k]} {'object' if k == 'missed' else 'detection'}{'' if analysis.errors[k] == 1 else 's'}"
+    counts = [f"{k}\n{analysis.errors[k]}\n{'object' if k == 'missed' else 'detection'}{'' if analysis.errors[k] == 1 else 's'}"
               for k in ERROR_KINDS]
     ax.set_xticks([*x_main, *x_special], [*counts, "every FP\nscored last", "every object\nfound"], fontsize=9)
     ax.set_ylim(0, top * 1.15)
