@@ -209,6 +209,21 @@ def test_atss_takes_the_nearest_candidates_whose_centre_is_inside(grids21):
     assert atss.positive[0].nonzero().flatten().tolist() == [0, 2]
 
 
+
+@pytest.mark.parametrize("half,quarters", [
+    ([0.0, 0.0, 0.5, 1.0], [0, 2]),  # left: the image anchor's centre on its right edge
+    ([0.5, 0.0, 1.0, 1.0], [1, 3]),  # right: on its left edge
+    ([0.0, 0.0, 1.0, 0.5], [0, 1]),  # top: on its bottom edge
+    ([0.0, 0.5, 1.0, 1.0], [2, 3]),  # bottom: on its top edge
+], ids=["left", "right", "top", "bottom"])
+def test_atss_centre_on_any_edge_of_the_object_is_outside(grids21, half, quarters):
+    """Each half of the image: its two quarters and the image anchor all have IoU 0.5 with it and
+    are its candidates at topk 2 per grid, but the image anchor's centre lies on one of the half's
+    four edges, and "inside" is strict on every edge."""
+    boxes, labels = torch.tensor([[half]]), torch.tensor([[4]])
+    atss = match(grids21, boxes, labels, method="atss", atss_topk=2)
+    assert atss.positive[0].nonzero().flatten().tolist() == quarters
+
 def test_atss_takes_anchors_the_fixed_threshold_misses(grid4):
     # Centred between cells 5 and 6 of the 4x4 grid: IoU 0.0625 / 0.175 = 0.357 with each, below 0.4.
     boxes, labels = torch.tensor([[[0.15, 0.25, 0.85, 0.5]]]), torch.tensor([[0]])
